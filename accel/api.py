@@ -1,0 +1,213 @@
+"""The public entry points: ``apply``, ``remove``, ``stats``.
+
+Every acceleration attaches per instance through diffusers' ``HookRegistry``; ``remove`` takes it
+all away again and leaves the pipeline as it was. What each argument accepts is a registry of
+handlers (``register_cache_handler``, ``register_solver_handler``, ``register_guidance_handler``),
+so a new method registers itself instead of editing this file.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, DenoiserStepHook
+from .cache.policy import CachePolicy, SchedulePolicy
+from .cache.state import RunState
+from .pipelines.families import FamilyLayout, find_denoiser, layout_of
+from .schedule import CacheSchedule
+from .stats import ComponentStats, Stats, count_macs
+
+_CACHE_HANDLERS: dict[type, Callable[[Any, Any, torch.nn.Module], CachePolicy]] = {}
+_SOLVER_HANDLERS: list[tuple[Callable[[Any], bool], Callable[[Any, Any], Any]]] = []
+_GUIDANCE_HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
+
+
+def register_cache_handler(kind: type):
+    """Register ``fn(pipe, obj, denoiser) -> CachePolicy`` for ``accel.apply(pipe, cache=obj)`` with obj of ``kind``."""
+    def deco(fn):
+        _CACHE_HANDLERS[kind] = fn
+        return fn
+    return deco
+
+
+def register_solver_handler(match: Callable[[Any], bool]):
+    """Register ``fn(pipe, obj) -> scheduler`` for ``accel.apply(pipe, solver=obj)`` when ``match(obj)``."""
+    def deco(fn):
+        _SOLVER_HANDLERS.append((match, fn))
+        return fn
+    return deco
+
+
+def register_guidance_handler(kind: type):
+    """Register ``fn(handle, obj)`` attaching a guidance method of type ``kind``."""
+    def deco(fn):
+        _GUIDANCE_HANDLERS[kind] = fn
+        return fn
+    return deco
+
+
+@register_cache_handler(CacheSchedule)
+def _schedule_policy(pipe, schedule: CacheSchedule, denoiser) -> CachePolicy:
+    schedule.check_compatible(denoiser)
+    return SchedulePolicy(schedule)
+
+
+@register_cache_handler(str)
+@register_cache_handler(Path)
+def _schedule_file(pipe, path, denoiser) -> CachePolicy:
+    return _schedule_policy(pipe, CacheSchedule.load(path), denoiser)
+
+
+def _is_scheduler(obj) -> bool:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    return isinstance(obj, SchedulerMixin) or (isinstance(obj, type) and issubclass(obj, SchedulerMixin))
+
+
+@register_solver_handler(_is_scheduler)
+def _scheduler_solver(pipe, obj):
+    return obj.from_config(pipe.scheduler.config) if isinstance(obj, type) else obj
+
+
+@dataclass
+class AccelHandle:
+    """What accel attached to one pipeline, and what ``remove`` must undo."""
+
+    denoiser: torch.nn.Module
+    layout: FamilyLayout
+    state: RunState
+    hooked: list[tuple[torch.nn.Module, str, bool]] = field(default_factory=list)  # module, hook, made registry
+    old_scheduler: Any = None
+    config: dict[str, Any] = field(default_factory=dict)
+    macs: dict[tuple, tuple[int, list[int]]] = field(default_factory=dict)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def add_hook(self, module: torch.nn.Module, hook, name: str) -> None:
+        made = not hasattr(module, "_diffusers_hook")
+        had_forward = "forward" in module.__dict__
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        self.hooked.append((module, name, made and not had_forward))
+
+
+_HANDLES: "weakref.WeakKeyDictionary[Any, AccelHandle]" = weakref.WeakKeyDictionary()
+
+
+def _dispatch(table: dict[type, Callable], obj, what: str):
+    for klass in type(obj).__mro__:
+        if klass in table:
+            return table[klass]
+    names = ", ".join(sorted(k.__name__ for k in table)) or "none yet"
+    raise TypeError(f"accel cannot apply {what}={obj!r}: accepted types are {names}")
+
+
+def apply(pipe, *, cache=None, guidance=None, solver=None):
+    """Attach accelerations to a diffusers pipeline, in place; returns the pipeline.
+
+    Args:
+        pipe: a diffusers pipeline (or a bare denoiser module) of a supported family.
+        cache: a ``CacheSchedule`` or the path of a schedule JSON (or any registered cache policy).
+        guidance: a registered guidance method (APG, frequency-aware CFG).
+        solver: a diffusers scheduler instance or class (or a registered solver name).
+
+    With no argument, accel only counts (``accel.stats``) and the outputs are unchanged.
+    Applying again replaces what was applied before.
+
+    Example:
+        >>> import accel
+        >>> pipe = accel.pipelines.load_reference("pixart-eps")  # doctest: +SKIP
+        >>> accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 20, interval=2))  # doctest: +SKIP
+        >>> images = pipe(["a photo of a sneaker"], num_inference_steps=20, use_resolution_binning=False).images  # doctest: +SKIP
+        >>> print(accel.stats(pipe)); accel.remove(pipe)  # doctest: +SKIP
+    """
+    if pipe in _HANDLES:
+        remove(pipe)
+    attr, denoiser = find_denoiser(pipe)
+    layout = layout_of(denoiser)
+    policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
+    new_scheduler = None
+    if solver is not None:
+        for match, fn in _SOLVER_HANDLERS:
+            if match(solver):
+                new_scheduler = fn(pipe, solver)
+                break
+        else:
+            raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or class)")
+    guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
+
+    refs = [r for blk in layout.blocks(denoiser) for r in blk]
+    slots = [(r.block, r.component, r.name) for r in refs]
+    state = RunState(pipe if attr else None, slots, policy)
+    handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver})
+    for i, r in enumerate(refs):
+        handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
+    handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
+    if new_scheduler is not None:
+        handle.old_scheduler = pipe.scheduler
+        pipe.scheduler = new_scheduler
+    _HANDLES[pipe] = handle
+    if guidance_fn is not None:
+        guidance_fn(handle, guidance)
+    return pipe
+
+
+def remove(pipe):
+    """Detach everything accel attached; the pipeline then behaves exactly as before ``apply``."""
+    handle = _HANDLES.pop(pipe, None)
+    if handle is None:
+        return pipe
+    for fn in reversed(handle.cleanups):
+        fn()
+    for module, name, made in reversed(handle.hooked):
+        registry = module._diffusers_hook
+        registry.remove_hook(name, recurse=False)
+        if made and not registry.hooks:
+            del module._diffusers_hook
+            module.__dict__.pop("forward", None)
+    if handle.old_scheduler is not None:
+        pipe.scheduler = handle.old_scheduler
+    return pipe
+
+
+def is_applied(pipe) -> bool:
+    return pipe in _HANDLES
+
+
+def handle_of(pipe) -> AccelHandle:
+    if pipe not in _HANDLES:
+        raise ValueError("accel is not applied to this pipeline: call accel.apply(pipe, ...) first")
+    return _HANDLES[pipe]
+
+
+def stats(pipe, count_macs_now: bool = True) -> Stats:
+    """Report of the last call: steps, computed/reused per block and component, MACs, denoising time.
+
+    MACs are counted once per input shape with ``torch.utils.flop_counter`` (one extra denoiser
+    forward, nothing cached is touched) and multiplied by what was computed.
+    """
+    h = handle_of(pipe)
+    rec = h.state.record
+    macs_total, per = 0, [0] * len(h.state.slots)
+    if count_macs_now and h.state.last_inputs is not None:
+        args, kwargs = h.state.last_inputs
+        key = tuple((tuple(a.shape), a.dtype) for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor))
+        if key not in h.macs:
+            h.state.measuring = True
+            try:
+                h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots])
+            finally:
+                h.state.measuring = False
+        macs_total, per = h.macs[key]
+    cnames = h.layout.component_names
+    comps = [
+        ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i])
+        for i, (b, c, name) in enumerate(h.state.slots)
+    ]
+    full = macs_total * rec.denoiser_calls
+    saved = sum(c.reused * c.macs for c in comps)
+    seconds = (rec.t_last - rec.t_first) if rec.t_first is not None and rec.t_last is not None else 0.0
+    extra = {k: fn() for k, fn in h.state.reporters.items()}
+    return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

@@ -1,0 +1,141 @@
+"""Per-pipeline run state shared by accel's hooks: where the denoising loop is, cached outputs, counters."""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .policy import CachePolicy
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+    for a in kwargs.values():
+        if isinstance(a, torch.Tensor):
+            return a
+    return None
+
+
+@dataclass
+class CallRecord:
+    """What the last pipeline call did (the raw material of ``accel.stats``)."""
+
+    steps: int = 0
+    denoiser_calls: int = 0
+    num_steps_planned: int = 0
+    computed: list[int] = field(default_factory=list)  # per slot
+    reused: list[int] = field(default_factory=list)
+    t_first: float | None = None
+    t_last: float | None = None
+    shape_key: tuple | None = None
+
+
+class RunState:
+    """One per accelerated pipeline. Tracks steps from the denoiser's calls and holds the component cache.
+
+    A new pipeline call is recognised when the scheduler's ``timesteps`` tensor is a new object (every
+    diffusers pipeline calls ``set_timesteps``) or the timestep rises; repeated calls at the same
+    timestep within a step are separate branches (cond / uncond passes) with caches of their own.
+    """
+
+    def __init__(self, pipe, slots: list[tuple[int, int, str]], policy: CachePolicy | None) -> None:
+        self._pipe = weakref.ref(pipe) if pipe is not None else None
+        self.slots = slots  # (block, component, module name) per cache slot
+        self.policy = policy
+        self.measuring = False
+        self._timesteps_obj: Any = None
+        self._last_t: float | None = None
+        self._step = -1
+        self._branch = 0
+        self._offset = 0
+        self._row: list[list[bool]] | None = None
+        self._store: list[dict[int, tuple[torch.Size, Any]]] = [dict() for _ in slots]
+        self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots))
+        self.last_inputs: tuple[tuple, dict] | None = None
+        self.reporters: dict = {}  # name -> callable giving a value for accel.stats (guidance etc.)
+
+    # -- step tracking (called by the denoiser hook) --------------------------------------------
+    def _scheduler(self):
+        pipe = self._pipe() if self._pipe is not None else None
+        return getattr(pipe, "scheduler", None)
+
+    @torch.compiler.disable
+    def on_denoiser_call(self, timestep, args: tuple, kwargs: dict) -> None:
+        if self.measuring:
+            return
+        t = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        sched = self._scheduler()
+        ts = getattr(sched, "timesteps", None)
+        new_call = (ts is not None and ts is not self._timesteps_obj) or self._last_t is None or (
+            self._last_t is not None and t > self._last_t
+        )
+        if new_call:
+            self._begin_call(sched, ts)
+            self.last_inputs = (args, kwargs)
+        elif t == self._last_t:
+            self._branch += 1
+        else:
+            self._step += 1
+            self._branch = 0
+        self._last_t = t
+        self.record.steps = self._step + 1
+        self.record.denoiser_calls += 1
+        self._row = self.policy.row(self._offset + self._step) if self.policy is not None else None
+        if self.record.t_first is None:
+            self.record.t_first = time.perf_counter()
+
+    @torch.compiler.disable
+    def on_denoiser_return(self) -> None:
+        if not self.measuring:
+            self.record.t_last = time.perf_counter()
+
+    def _begin_call(self, sched, ts) -> None:
+        self._timesteps_obj = ts
+        self._step, self._branch = 0, 0
+        for s in self._store:
+            s.clear()
+        n = getattr(sched, "num_inference_steps", None) or (len(ts) if ts is not None else 0)
+        self._offset = int(getattr(sched, "begin_index", None) or 0) if sched is not None else 0
+        if self._offset and getattr(sched, "order", 1) > 1:
+            self._offset //= sched.order
+        self.record = CallRecord(computed=[0] * len(self.slots), reused=[0] * len(self.slots), num_steps_planned=n)
+        if self.policy is not None:
+            self.policy.begin_call(int(n))
+
+    def reset(self) -> None:
+        """Forget the current call (the next denoiser call starts a new one)."""
+        self._timesteps_obj = None
+        self._last_t = None
+        for s in self._store:
+            s.clear()
+
+    # -- the component cache (called by the component hooks) ----------------------------------
+    @torch.compiler.disable
+    def lookup(self, slot: int, args: tuple, kwargs: dict):
+        """The stored output if this slot reuses at this step, else None (the caller computes)."""
+        if self.measuring or self._row is None:
+            return None
+        b, c, _ = self.slots[slot]
+        if self._row[b][c]:
+            return None
+        hit = self._store[slot].get(self._branch)
+        x = _first_tensor(args, kwargs)
+        if hit is None or (x is not None and hit[0] != x.shape):
+            return None  # nothing stored yet (or another shape): compute, as ECAD's code does
+        self.record.reused[slot] += 1
+        return hit[1]
+
+    @torch.compiler.disable
+    def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
+        if self.measuring:
+            return
+        self.record.computed[slot] += 1
+        if self.policy is None:
+            return
+        x = _first_tensor(args, kwargs)
+        self._store[slot][self._branch] = (x.shape if x is not None else None, output)

@@ -1,0 +1,58 @@
+"""Checkpointing and small helpers shared by the training stages."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def runs_dir() -> Path:
+    """Where checkpoints and caches go: outside the repository (``ACCEL_RUNS`` or ~/.cache/accel/runs)."""
+    d = Path(os.environ.get("ACCEL_RUNS", Path.home() / ".cache" / "accel" / "runs"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """Atomic save: a run killed mid-write keeps the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+class EMA:
+    """Exponential moving average of parameters with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v, 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.shadow, self.updates, self.decay = s["shadow"], s["updates"], s["decay"]

@@ -1,0 +1,136 @@
+"""Tiny pipelines of every supported family, built from configs with seeded random weights (CPU, < 1 s)."""
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+
+FAMILIES = ("pixart", "dit", "flux", "sd3", "unet")
+
+
+def _vae(latent_channels: int = 4, in_channels: int = 3, **kw) -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=in_channels, out_channels=in_channels, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 8), norm_num_groups=4, sample_size=16, **kw,
+    )
+
+
+def tiny_pixart(seed: int = 0) -> PixArtAlphaPipeline:
+    torch.manual_seed(seed)
+    tr = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2,
+        cross_attention_dim=16, caption_channels=32, sample_size=8, patch_size=2,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False,
+    ).eval()
+    return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=_vae(), transformer=tr,
+                               scheduler=DPMSolverMultistepScheduler())
+
+
+def pixart_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.5, seed: int = 0, size: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed + 1000)
+    emb = torch.randn(batch, 5, 32, generator=g)
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    kw = dict(prompt_embeds=emb, prompt_attention_mask=mask, negative_prompt=None, num_inference_steps=steps,
+              guidance_scale=guidance, height=size, width=size, use_resolution_binning=False, output_type="pt",
+              generator=torch.Generator().manual_seed(seed))
+    if guidance > 1:
+        kw.update(negative_prompt_embeds=torch.zeros_like(emb), negative_prompt_attention_mask=mask)
+    return kw
+
+
+def tiny_dit(seed: int = 0) -> DiTPipeline:
+    torch.manual_seed(seed)
+    tr = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        sample_size=8, patch_size=2, num_embeds_ada_norm=1000, norm_type="ada_norm_zero",
+    ).eval()
+    return DiTPipeline(transformer=tr, vae=_vae(), scheduler=DPMSolverMultistepScheduler(), id2label={i: str(i) for i in range(10)})
+
+
+def dit_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.0, seed: int = 0, size: int = 8) -> dict:
+    return dict(class_labels=list(range(batch)), num_inference_steps=steps, guidance_scale=guidance,
+                output_type="np", generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_flux(seed: int = 0) -> FluxPipeline:
+    torch.manual_seed(seed)
+    tr = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 2, 2),
+    ).eval()
+    vae = _vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                        text_encoder_2=None, tokenizer_2=None, transformer=tr)
+
+
+def flux_inputs(batch: int = 1, steps: int = 6, guidance: float = 1.0, seed: int = 0, size: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed + 1000)
+    return dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
+                num_inference_steps=steps, height=size, width=size, output_type="pt",
+                generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_sd3(seed: int = 0) -> StableDiffusion3Pipeline:
+    torch.manual_seed(seed)
+    tr = SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=32, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4,
+    ).eval()
+    vae = _vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
+    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                                    text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+                                    transformer=tr)
+
+
+def sd3_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.0, seed: int = 0, size: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed + 1000)
+    kw = dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
+              num_inference_steps=steps, guidance_scale=guidance, height=size, width=size, output_type="pt",
+              generator=torch.Generator().manual_seed(seed))
+    if guidance > 1:
+        kw.update(negative_prompt_embeds=torch.zeros(batch, 5, 32), negative_pooled_prompt_embeds=torch.zeros(batch, 16))
+    return kw
+
+
+def tiny_unet(seed: int = 0) -> StableDiffusionPipeline:
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=4,
+    ).eval()
+    return StableDiffusionPipeline(vae=_vae(), text_encoder=None, tokenizer=None, unet=unet,
+                                   scheduler=DPMSolverMultistepScheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def unet_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.0, seed: int = 0, size: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed + 1000)
+    kw = dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), num_inference_steps=steps, guidance_scale=guidance,
+              height=size, width=size, output_type="pt", generator=torch.Generator().manual_seed(seed))
+    if guidance > 1:
+        kw.update(negative_prompt_embeds=torch.zeros(batch, 5, 32))
+    return kw
+
+
+BUILDERS = {"pixart": (tiny_pixart, pixart_inputs), "dit": (tiny_dit, dit_inputs), "flux": (tiny_flux, flux_inputs),
+            "sd3": (tiny_sd3, sd3_inputs), "unet": (tiny_unet, unet_inputs)}
+
+
+def images(pipe, **kw) -> torch.Tensor:
+    out = pipe(**kw).images
+    return torch.as_tensor(out)
