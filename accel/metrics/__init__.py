@@ -1,0 +1,5 @@
+"""accel.metrics: quality and cost measures usable on any pipeline's images (float, [0, 1], NCHW)."""
+from .cost import Latency, latency, macs_per_image  # noqa: F401
+from .fid import FIDUnavailableError, fid  # noqa: F401
+from .frechet import FeatureStats, frechet_between, frechet_distance  # noqa: F401
+from .quality import alignment, clipping, fd_domain, fd_effnet, psnr, ssim  # noqa: F401

@@ -1,0 +1,171 @@
+"""The bench driver: same prompts, seeds and resolution for every row, one run, quality next to latency.
+
+It only drives pipelines and metrics; all method logic lives in the rows (``rows.py``).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from ..pipelines.data import eval_prompts, label_of_prompt
+from ..pipelines.families import find_denoiser
+from .rows import Row, make_row
+
+TIMER_HOOK = "accel.bench.timer"
+
+
+class _DenoiseTimer(ModelHook):
+    """Wall time from the first denoiser call's start to the last one's end, per pipeline call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def new_forward(self, module, *args, **kwargs):
+        if self.first is None:
+            self.first = time.perf_counter()
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self.last = time.perf_counter()
+        return out
+
+    def start(self) -> None:
+        self.first = self.last = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+
+
+@dataclass
+class BenchConfig:
+    pipeline: str = "pixart-eps"
+    methods: tuple[str, ...] = ("plain", "uniform:2", "uniform:3", "fbcache:0.3")
+    prompts: list[str] | None = None
+    num_images: int = 100
+    steps: int = 20
+    guidance: float = 4.5
+    seed: int = 0
+    batch: int = 25
+    out: str = "outputs/bench"
+    fd_effnet: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar) -> tuple[torch.Tensor, list, list]:
+    images, e2e, den = [], [], []
+    defaults = getattr(pipe, "accel_defaults", {})
+    for i, b in enumerate(range(0, len(prompts), cfg.batch)):
+        chunk = prompts[b : b + cfg.batch]
+        row.before_call(pipe)
+        timer.start()
+        t = time.perf_counter()
+        out = pipe(chunk, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
+                   generator=torch.Generator().manual_seed(cfg.seed + i), **defaults).images
+        e2e.append((time.perf_counter() - t) / len(chunk))
+        den.append(timer.seconds / len(chunk))
+        images.append(out.float().cpu())
+        bar.update(len(chunk))
+    return torch.cat(images), e2e, den
+
+
+def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> float:
+    """Denoiser MACs per image actually executed, counted over one whole call (any row, peers included)."""
+    _, den = find_denoiser(pipe)
+    row.before_call(pipe)
+    with FlopCounterMode(display=False) as fc:
+        pipe(prompts, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
+             generator=torch.Generator().manual_seed(cfg.seed), **getattr(pipe, "accel_defaults", {}))
+    counts = fc.get_flop_counts()
+    key = type(den).__name__
+    return sum(counts.get(key, {}).values()) / 2 / len(prompts)
+
+
+def run_bench(cfg: BenchConfig) -> list[dict]:
+    """Run every row of ``cfg``; write results.json, results.md, pareto.png and grid.png to ``cfg.out``."""
+    from .. import metrics
+    from ..pipelines import load_pipeline
+
+    rows = [make_row(m) for m in cfg.methods]
+    if not rows or rows[0].name != "plain":
+        rows.insert(0, make_row("plain"))  # speed-ups and fidelity are relative to the plain row
+    pipe = load_pipeline(cfg.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    if cfg.prompts:
+        prompts = (cfg.prompts * (cfg.num_images // len(cfg.prompts) + 1))[: cfg.num_images]
+        labels = [label_of_prompt(p) for p in prompts]
+    else:
+        prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
+    _, den = find_denoiser(pipe)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, all_images = [], {}
+    bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img")
+    for row in rows:
+        bar.set_postfix(row=row.name)
+        row.attach(pipe, cfg.steps)
+        timer = _DenoiseTimer()
+        HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
+        try:
+            row.before_call(pipe)  # warm-up call, excluded from the timings
+            pipe(prompts[: cfg.batch], num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
+                 generator=torch.Generator().manual_seed(cfg.seed), **getattr(pipe, "accel_defaults", {}))
+            bar.update(cfg.batch)
+            imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar)
+            macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))])
+        finally:
+            HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
+            row.detach(pipe)
+        all_images[row.name] = imgs
+        r = {"method": row.name, "label": row.label, "peer": row.peer, "config": row.config,
+             "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn), "macs_per_image": macs}
+        known = [i for i, l in enumerate(labels) if l is not None]
+        r["alignment"] = metrics.alignment(imgs[known], [labels[i] for i in known]) if known else None
+        r["fd_domain"] = metrics.fd_domain(imgs)
+        r["fd_effnet"] = metrics.fd_effnet(imgs) if cfg.fd_effnet else None
+        plain = all_images["plain"]
+        r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
+        r["ssim"] = metrics.ssim(imgs, plain)
+        r["clipping"] = metrics.clipping(imgs)["clipped"]
+        results.append(r)
+    bar.close()
+    base = results[0]
+    for r in results:
+        r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
+        r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
+    meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
+            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads()}
+    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results}, indent=1, default=str))
+    (out_dir / "results.md").write_text(to_markdown(results, meta))
+    from .plots import grid_png, pareto_png
+
+    pareto_png(results, out_dir / "pareto.png")
+    grid_png(all_images, out_dir / "grid.png")
+    return results
+
+
+def _f(x, fmt: str) -> str:
+    return "-" if x is None else (fmt.format(x) if x != float("inf") else "inf")
+
+
+def to_markdown(results: list[dict], meta: dict) -> str:
+    head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
+            f"batch {meta['batch']}, {meta['threads']} CPU threads\n\n")
+    cols = "| method | fd_domain | fd_effnet | alignment | psnr | ssim | clipping | GMACs/img | denoise s/img | speed-up (denoise) | e2e s/img | speed-up (e2e) |\n"
+    cols += "|" + "---|" * 12 + "\n"
+    for r in results:
+        name = r["label"] + (" (peer)" if r["peer"] else "")
+        cols += (f"| {name} | {_f(r['fd_domain'], '{:.2f}')} | {_f(r['fd_effnet'], '{:.2f}')} | "
+                 f"{_f(r['alignment'] * 100 if r['alignment'] is not None else None, '{:.1f}%')} | "
+                 f"{_f(r['psnr'], '{:.1f}')} | {_f(r['ssim'], '{:.3f}')} | {_f(r['clipping'] * 100, '{:.2f}%')} | "
+                 f"{r['macs_per_image'] / 1e9:.3f} | {r['latency_denoise']:.4f} | {_f(r['speedup_denoise'], '{:.2f}x')} | "
+                 f"{r['latency_e2e']:.4f} | {r['speedup_e2e']:.2f}x |\n")
+    return head + cols

@@ -1,0 +1,98 @@
+"""Bench rows: how each configuration is attached to and detached from a pipeline.
+
+A row is a name like ``plain``, ``uniform:3``, ``schedule:FILE`` or ``fbcache:0.3``; each kind is a
+registered ``RowKind`` so new methods add rows without touching the driver.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import accel
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    attach: Callable[[object, int], None]
+    detach: Callable[[object], None]
+    before_call: Callable[[object], None] = lambda pipe: None
+    peer: bool = False
+    config: dict | None = None
+
+
+ROW_KINDS: dict[str, Callable[[str, str], Row]] = {}
+
+
+def row_kind(prefix: str):
+    def deco(fn):
+        ROW_KINDS[prefix] = fn
+        return fn
+    return deco
+
+
+def make_row(spec: str) -> Row:
+    kind, _, arg = spec.partition(":")
+    if kind not in ROW_KINDS:
+        raise ValueError(f"unknown bench method {spec!r}; known kinds: {', '.join(sorted(ROW_KINDS))}")
+    return ROW_KINDS[kind](spec, arg)
+
+
+@row_kind("plain")
+def _plain(spec: str, arg: str) -> Row:
+    return Row(spec, "plain pipeline", lambda pipe, steps: None, lambda pipe: None, config={"kind": "plain"})
+
+
+@row_kind("uniform")
+def _uniform(spec: str, arg: str) -> Row:
+    k = int(arg or 2)
+    return Row(spec, f"accel uniform every {k}",
+               lambda pipe, steps: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, steps, k)),
+               accel.remove, config={"kind": "uniform", "interval": k})
+
+
+@row_kind("schedule")
+def _schedule(spec: str, arg: str) -> Row:
+    path = Path(arg)
+    if not path.exists():
+        raise FileNotFoundError(f"schedule file {arg!r} not found")
+    sched = accel.CacheSchedule.load(path)
+    return Row(spec, f"accel {sched.method} ({path.name})", lambda pipe, steps: accel.apply(pipe, cache=sched),
+               accel.remove, config={"kind": "schedule", "path": str(path), "method": sched.method})
+
+
+def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object], None], names: tuple[str, ...], config: dict) -> Row:
+    """A diffusers cache hook. PixArt/DiT pipelines set no cache context and the hooks keep state across
+    calls, so the bench sets a context and resets the hooks before every call (as a user must)."""
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    def attach(pipe, steps):
+        apply_fn(pipe.transformer)
+
+    def before(pipe):
+        reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
+        reg.reset_stateful_hooks()
+        _set_cache_context(pipe.transformer, CacheContext("cond"))
+
+    def detach(pipe):
+        reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
+        for n in names:
+            reg.remove_hook(n, recurse=True)
+        reg.invalidate_child_registries_cache()
+
+    return Row(spec, label, attach, detach, before, peer=True, config=config)
+
+
+@row_kind("fbcache")
+def _fbcache(spec: str, arg: str) -> Row:
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+    from diffusers.hooks import first_block_cache as fbc
+
+    thr = float(arg or 0.05)
+    names = (fbc._FBC_LEADER_BLOCK_HOOK, fbc._FBC_BLOCK_HOOK)
+    return _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
+                          lambda m: apply_first_block_cache(m, FirstBlockCacheConfig(threshold=thr)), names,
+                          {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr})

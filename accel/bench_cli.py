@@ -1,0 +1,46 @@
+"""``accel bench``: arguments and error handling around ``accel.bench.run_bench``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _run(a) -> None:
+    from .bench import BenchConfig, run_bench
+    from .bench.rows import make_row
+    from .cli import CLIError
+
+    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    for m in methods:  # fail before loading anything
+        try:
+            make_row(m)
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from None
+    prompts = None
+    if a.prompts:
+        if not Path(a.prompts).exists():
+            raise CLIError(f"prompt file {a.prompts!r} not found")
+        prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
+    cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
+                      guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet)
+    try:
+        results = run_bench(cfg)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise CLIError(str(e)) from None
+    print((Path(a.out) / "results.md").read_text())
+    print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
+
+
+def add_bench_parser(sub) -> None:
+    s = sub.add_parser("bench", help="quality vs measured latency of accel methods and peers, one run")
+    s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")
+    s.add_argument("--methods", default="plain,uniform:2,uniform:3,fbcache:0.3",
+                   help="comma-separated rows: plain, uniform:K, schedule:FILE, fbcache:THRESHOLD")
+    s.add_argument("--prompts", help="a text file, one prompt per line (default: held-out reference prompts)")
+    s.add_argument("--num-images", type=int, default=100)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--guidance", type=float, default=4.5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=int, default=25)
+    s.add_argument("--no-effnet", action="store_true", help="skip fd_effnet (the slowest metric)")
+    s.add_argument("--out", default="outputs/bench")
+    s.set_defaults(fn=_run)

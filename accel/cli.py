@@ -1,0 +1,123 @@
+"""The ``accel`` command: ``generate``, ``calibrate``, ``bench``, ``info``.
+
+Every subcommand runs offline on the embedded reference pipelines by default (``--pipeline``
+takes a reference name or a local diffusers pipeline folder).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PIPELINE = "pixart-eps"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def parse_cache(spec: str | None, pipe, steps: int):
+    """``uniform:K`` (recompute every K steps), ``full``, or the path of a schedule JSON."""
+    import accel
+
+    if spec is None:
+        return None
+    if spec == "full":
+        return accel.CacheSchedule.full(pipe, steps)
+    if spec.startswith("uniform:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise CLIError(f"bad cache spec {spec!r}: use uniform:K with an integer K") from None
+        return accel.CacheSchedule.uniform(pipe, steps, k)
+    if not Path(spec).exists():
+        raise CLIError(f"cache schedule {spec!r} not found (give a JSON file, 'full' or 'uniform:K')")
+    return accel.CacheSchedule.load(spec)
+
+
+def _load(name: str):
+    from .pipelines import load_pipeline
+
+    try:
+        return load_pipeline(name)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        raise CLIError(str(e)) from None
+
+
+def cmd_info(a) -> None:
+    import diffusers
+    import torch
+
+    import accel
+    from .pipelines.families import supported_families
+    from .pipelines.reference import REFERENCES, is_available
+
+    print(f"accel {accel.__version__}  torch {torch.__version__}  diffusers {diffusers.__version__}")
+    try:
+        import triton
+
+        print(f"triton {triton.__version__} (kernels {'usable' if torch.cuda.is_available() else 'interpreter only: no CUDA'})")
+    except ImportError:
+        print("triton: not installed (attention falls back to torch SDPA)")
+    print("families:")
+    for fam, classes in supported_families().items():
+        print(f"  {fam:8s} {', '.join(classes)}")
+    print("reference pipelines:")
+    for name, desc in REFERENCES.items():
+        print(f"  {name:12s} {'ready' if is_available(name) else 'weights missing'}  {desc}")
+
+
+def cmd_generate(a) -> None:
+    import torch
+
+    import accel
+
+    pipe = _load(a.pipeline)
+    pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
+    cache = parse_cache(a.cache, pipe, a.steps)
+    accel.apply(pipe, cache=cache)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = a.prompt or ["a photo of a sneaker"]
+    result = pipe(prompts, num_inference_steps=a.steps, guidance_scale=a.guidance,
+                  generator=torch.Generator().manual_seed(a.seed), **getattr(pipe, "accel_defaults", {}))
+    for i, img in enumerate(result.images):
+        img.save(out / f"{i:03d}.png")
+    print(accel.stats(pipe))
+    print(f"{len(result.images)} images -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="accel", description="Inference acceleration for diffusers pipelines.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("info", help="versions, supported families, reference pipelines")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("generate", help="generate images with an (accelerated) pipeline")
+    s.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="reference name or local pipeline folder")
+    s.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--guidance", type=float, default=4.5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cache", help="schedule JSON, 'full' or 'uniform:K'")
+    s.add_argument("--out", default="outputs/generate")
+    s.set_defaults(fn=cmd_generate)
+
+    from .calibrate_cli import add_calibrate_parser
+    from .bench_cli import add_bench_parser
+
+    add_calibrate_parser(sub)
+    add_bench_parser(sub)
+
+    a = p.parse_args(argv)
+    try:
+        a.fn(a)
+    except CLIError as e:
+        print(f"accel {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The embedded reference pipelines: genuine diffusers pipelines trained here on Fashion-MNIST.
+
+- ``pixart-eps``: ``PixArtAlphaPipeline``, epsilon prediction on a DDPM (VP) schedule, DPM-Solver++.
+- ``pixart-flow``: ``PixArtSigmaPipeline``, rectified flow (velocity prediction), flow-sigma DPM-Solver++.
+
+Both use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI package), a 1-channel
+``AutoencoderKL`` (32x32 -> 8x8x4) and a 12-block ``PixArtTransformer2DModel`` trained by
+``python -m accel.pipelines.training``. They generate 32x32 grayscale images.
+
+Example:
+    >>> from accel.pipelines import load_reference
+    >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
+    >>> img = pipe("a photo of a sneaker", **pipe.accel_defaults).images[0]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .components import MAX_SEQUENCE_LENGTH, WEIGHTS_DIR, eps_scheduler, flow_scheduler, load_text_encoder
+
+REFERENCES: dict[str, str] = {
+    "pixart-eps": "PixArtAlphaPipeline, epsilon prediction (VP), DPM-Solver++",
+    "pixart-flow": "PixArtSigmaPipeline, rectified flow (velocity), flow-sigma DPM-Solver++",
+}
+
+# Call arguments every reference pipeline call needs: no resolution binning (its bins start at
+# 256 px), no caption cleaning (needs bs4/ftfy), MiniLM's short captions.
+CALL_DEFAULTS: dict = dict(use_resolution_binning=False, clean_caption=False, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                           height=32, width=32)
+
+
+def reference_names() -> list[str]:
+    return list(REFERENCES)
+
+
+def is_available(name: str) -> bool:
+    return (WEIGHTS_DIR / name / "config.json").exists() and (WEIGHTS_DIR / "vae" / "config.json").exists()
+
+
+def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Build a reference pipeline offline in seconds (encoder from its package, weights from accel).
+
+    The returned pipeline carries ``pipe.accel_defaults`` (the call arguments above); pass them with
+    ``pipe(prompt, **pipe.accel_defaults)``.
+    """
+    from diffusers import AutoencoderKL, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    if name not in REFERENCES:
+        raise ValueError(f"unknown reference pipeline {name!r}; available: {', '.join(REFERENCES)}")
+    if not is_available(name):
+        raise FileNotFoundError(
+            f"weights of {name!r} are not in {WEIGHTS_DIR}; train them with `python -m accel.pipelines.training`"
+        )
+    tokenizer, encoder = load_text_encoder(dtype)
+    vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=dtype)
+    transformer = PixArtTransformer2DModel.from_pretrained(WEIGHTS_DIR / name, torch_dtype=dtype)
+    if name == "pixart-eps":
+        pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer,
+                                   scheduler=eps_scheduler())
+    else:
+        pipe = PixArtSigmaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer,
+                                   scheduler=flow_scheduler())
+    pipe.accel_defaults = dict(CALL_DEFAULTS)
+    pipe.accel_reference = name
+    return pipe.to(device)
+
+
+def load_pipeline(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
+    """A reference name or a local diffusers pipeline folder, with a clear error when neither loads."""
+    if str(name_or_path) in REFERENCES:
+        return load_reference(str(name_or_path), dtype=dtype)
+    path = Path(name_or_path)
+    if not (path / "model_index.json").exists():
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a reference pipeline ({', '.join(REFERENCES)}) nor a local diffusers "
+            "pipeline folder (no model_index.json)"
+        )
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    except Exception as e:  # diffusers raises many kinds here; name the folder and the cause
+        raise RuntimeError(f"could not load the pipeline folder {path}: {e}") from e
+    pipe.accel_defaults = {}
+    return pipe
