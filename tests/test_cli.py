@@ -1,0 +1,39 @@
+"""The accel command: subcommands, help, clear errors with a non-zero exit."""
+import json
+
+import pytest
+
+from accel.cli import main
+from tiny import tiny_pixart
+
+
+@pytest.mark.parametrize("cmd", ["info", "generate", "calibrate", "bench"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: accel" in capsys.readouterr().out
+
+
+def test_info_lists_families(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "PixArtTransformer2DModel" in out and "pixart-eps" in out
+
+
+def test_calibrate_uniform_on_a_local_pipeline_folder(tmp_path, capsys):
+    tiny_pixart().save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "s.json"
+    assert main(["calibrate", "--method", "uniform", "--pipeline", str(tmp_path / "pipe"), "--steps", "8",
+                 "--interval", "4", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["num_inference_steps"] == 8 and d["family"] == "pixart" and d["table"][4][0] == "111"
+
+
+def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
+    assert main(["bench", "--methods", "plain,nonsense:3"]) == 2
+    assert "unknown bench method 'nonsense:3'" in capsys.readouterr().err
+    assert main(["bench", "--methods", "schedule:/no/such.json"]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["calibrate", "--method", "uniform", "--pipeline", str(tmp_path / "empty"), "--out", "x.json"]) == 2
+    assert "neither a reference pipeline" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""CacheSchedule: files, model checks, resampling; stats MACs against a direct count."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import accel
+from tiny import BUILDERS, images, pixart_inputs, tiny_dit, tiny_pixart
+
+
+def test_json_roundtrip_and_apply_from_path(tmp_path):
+    pipe = tiny_pixart()
+    s = accel.CacheSchedule.uniform(pipe, 6, interval=2, resolution=(16, 16))
+    s.table[3, 1, 2] = True
+    path = s.save(tmp_path / "s.json")
+    t = accel.CacheSchedule.load(path)
+    assert np.array_equal(t.table, s.table) and t.fingerprint == s.fingerprint and t.resolution == (16, 16)
+    assert json.loads(path.read_text())["components"] == ["attn1", "attn2", "ff"]
+    pipe.set_progress_bar_config(disable=True)
+    accel.apply(pipe, cache=str(path))
+    images(pipe, **pixart_inputs())
+    st = accel.stats(pipe)
+    assert st.computed == int(s.table.sum())  # exactly what the table says (one batched CFG call per step)
+
+
+def test_bad_files_fail_clearly(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid accel cache schedule"):
+        accel.CacheSchedule.load(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not an accel cache schedule"):
+        accel.CacheSchedule.load(tmp_path / "y.json")
+
+
+def test_mismatch_names_what_differs():
+    a, b = tiny_pixart(), tiny_pixart()
+    s = accel.CacheSchedule.uniform(a, 6, 2)
+    b.transformer.register_to_config(norm_eps=1e-5)  # same layout, another config
+    with pytest.raises(accel.ScheduleMismatchError, match="fingerprint"):
+        accel.apply(b, cache=s)
+    with pytest.raises(accel.ScheduleMismatchError, match="family 'pixart' vs model 'dit'"):
+        accel.apply(tiny_dit(), cache=s)
+
+
+def test_resampling_is_proportional():
+    pipe = tiny_pixart()
+    s = accel.CacheSchedule.uniform(pipe, 20, interval=4)  # 25% computed
+    with pytest.warns(UserWarning):
+        r = s.resampled(40)
+    assert r.table.shape == (40, 2, 3) and r.table[0].all()
+    assert r.compute_fraction() == pytest.approx(s.compute_fraction(), abs=0.03)
+    with pytest.warns(UserWarning):
+        d = s.resampled(10)
+    assert d.table[0].all() and 0.2 <= d.compute_fraction() <= 0.5
+
+
+def test_uniform_keeps_the_shallow_unet_level():
+    pipe = BUILDERS["unet"][0]()
+    s = accel.CacheSchedule.uniform(pipe, 6, interval=3)
+    assert s.table[:, 0].all() and not s.table[1:3, 1].any()
+
+
+def test_stats_macs_match_a_direct_flop_count():
+    pipe = tiny_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    with FlopCounterMode(display=False) as fc:
+        images(pipe, **pixart_inputs())
+    direct = sum(fc.get_flop_counts()["PixArtTransformer2DModel"].values()) // 2
+    accel.apply(pipe)
+    images(pipe, **pixart_inputs())
+    st = accel.stats(pipe)
+    assert st.macs_full == direct and st.macs_computed == direct
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=2))
+    with FlopCounterMode(display=False) as fc:
+        images(pipe, **pixart_inputs())
+    cached_direct = sum(fc.get_flop_counts()["PixArtTransformer2DModel"].values()) // 2
+    st = accel.stats(pipe)
+    assert st.macs_computed == cached_direct < direct
+    assert st.denoise_seconds > 0 and str(st).startswith("accel stats (pixart)")
