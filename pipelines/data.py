@@ -93,3 +93,8 @@ def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
     x = torch.from_numpy(images.copy()).float().div(127.5).sub(1.0)
     x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
     return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def calibration_prompts(n: int, seed: int = 1) -> list[str]:
+    """Calibration prompts: training templates only, so they are disjoint from ``eval_prompts``."""
+    return eval_prompts(n, seed=seed, templates=TRAIN_TEMPLATES)[0]

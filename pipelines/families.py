@@ -51,6 +51,7 @@ class FamilyLayout:
     denoiser_classes: tuple[str, ...]
     groups: tuple[BlockGroup, ...] = ()
     always_compute_blocks: tuple[int, ...] = ()
+    ffn_components: tuple[str, ...] = ("ff",)  # BAC's Bubbling Union refreshes errors before these
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -125,12 +126,14 @@ FLUX = register_family(FamilyLayout(
         BlockGroup("transformer_blocks", (("attn", "attn"), ("ff", "ff"), ("ff_context", "ff_context"))),
         BlockGroup("single_transformer_blocks", (("attn", "attn"), ("proj_mlp", "proj_mlp"), ("proj_out", "proj_out"))),
     ),
+    ffn_components=("ff", "ff_context", "proj_mlp"),
 ))
 SD3 = register_family(FamilyLayout(
     "sd3", ("SD3Transformer2DModel",),
     (BlockGroup("transformer_blocks", (("attn", "attn"), ("attn2", "attn2"), ("ff", "ff"), ("ff_context", "ff_context"))),),
+    ffn_components=("ff", "ff_context"),
 ))
-UNET = register_family(UNetLevels("unet", ("UNet2DConditionModel",), always_compute_blocks=(0,)))
+UNET = register_family(UNetLevels("unet", ("UNet2DConditionModel",), always_compute_blocks=(0,), ffn_components=()))
 
 
 def supported_families() -> dict[str, tuple[str, ...]]:

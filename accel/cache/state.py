@@ -58,6 +58,7 @@ class RunState:
         self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots))
         self.last_inputs: tuple[tuple, dict] | None = None
         self.reporters: dict = {}  # name -> callable giving a value for accel.stats (guidance etc.)
+        self.observers: list = []  # fn(step, branch, slot, output) for every computed component (calibration)
 
     # -- step tracking (called by the denoiser hook) --------------------------------------------
     def _scheduler(self):
@@ -135,6 +136,8 @@ class RunState:
         if self.measuring:
             return
         self.record.computed[slot] += 1
+        for fn in self.observers:
+            fn(self._offset + self._step, self._branch, slot, output)
         if self.policy is None:
             return
         x = _first_tensor(args, kwargs)

@@ -1,0 +1,98 @@
+"""Streaming statistics of component outputs over the steps of calibration calls.
+
+For every cacheable component the recorder keeps one pipeline call's per-step outputs (optionally a
+fixed random subset of their coordinates, so memory stays bounded on large models), turns them into
+a step x step similarity matrix and a caching error at the end of the call, adds those to running
+sums, and drops the features. Nothing grows with the number of calibration prompts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+METRICS = ("cosine", "l1", "mse")
+
+
+def _flat(output) -> torch.Tensor:
+    """Per-sample flattened output; tuple outputs (joint attention, UNet down blocks) are concatenated."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().float().flatten(1)
+    parts = [_flat(o) for o in output if isinstance(o, (torch.Tensor, tuple, list))]
+    return torch.cat(parts, 1)
+
+
+def similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """S[a, t] between the steps of ``feats`` [K, B, D], averaged over the batch. Higher is more similar
+    (l1 and mse are negated distances, so every metric is maximised)."""
+    f = feats.double()
+    if metric == "cosine":
+        n = torch.nn.functional.normalize(f, dim=-1)
+        return torch.einsum("abd,tbd->atb", n, n).mean(-1)
+    diff = f[:, None] - f[None, :]  # [K, K, B, D]
+    if metric == "l1":
+        return -diff.abs().mean((-1, -2))
+    if metric == "mse":
+        return -(diff**2).mean((-1, -2))
+    raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
+
+
+def caching_error(feats: torch.Tensor) -> float:
+    """BAC's caching error: mean over step pairs i < j of mean |A_i - A_j|."""
+    k = feats.shape[0]
+    f = feats.double()
+    errs = [(f[i] - f[j]).abs().mean() for i in range(k) for j in range(i + 1, k)]
+    return float(torch.stack(errs).mean()) if errs else 0.0
+
+
+@dataclass
+class ComponentStatistics:
+    """Mean similarity matrices [slots, K, K] and caching errors [slots] over the calibration calls."""
+
+    similarity: np.ndarray
+    error: np.ndarray
+    calls: int
+    metric: str
+
+
+class FeatureRecorder:
+    """Observer for ``RunState``: ``observe`` per computed component, ``end_call`` after each call."""
+
+    def __init__(self, num_slots: int, num_steps: int, metric: str = "cosine", max_dim: int = 16384, seed: int = 0):
+        if metric not in METRICS:
+            raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
+        self.k, self.metric, self.max_dim = num_steps, metric, max_dim
+        self._gen = torch.Generator().manual_seed(seed)
+        self._idx: dict[int, torch.Tensor | None] = {}
+        self._buf: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
+        self.sim_sum = np.zeros((num_slots, num_steps, num_steps))
+        self.err_sum = np.zeros(num_slots)
+        self.counts = np.zeros(num_slots)
+        self.calls = 0
+
+    def observe(self, step: int, branch: int, slot: int, output) -> None:
+        if step >= self.k:
+            return
+        x = _flat(output)
+        if slot not in self._idx:
+            d = x.shape[1]
+            self._idx[slot] = None if d <= self.max_dim else torch.randperm(d, generator=self._gen)[: self.max_dim]
+        if self._idx[slot] is not None:
+            x = x[:, self._idx[slot]]
+        self._buf.setdefault((slot, branch), {})[step] = x.to(torch.float16 if x.numel() > 1 << 20 else torch.float32)
+
+    def end_call(self) -> None:
+        for (slot, _), steps in self._buf.items():
+            if len(steps) != self.k:
+                continue  # a component that did not run at every step (should not happen when all compute)
+            feats = torch.stack([steps[t] for t in range(self.k)]).float()
+            self.sim_sum[slot] += similarity(feats, self.metric).numpy()
+            self.err_sum[slot] += caching_error(feats)
+            self.counts[slot] += 1
+        self._buf.clear()
+        self.calls += 1
+
+    def result(self) -> ComponentStatistics:
+        c = np.maximum(self.counts, 1)
+        return ComponentStatistics(self.sim_sum / c[:, None, None], self.err_sum / c, self.calls, self.metric)

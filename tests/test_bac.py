@@ -1,0 +1,76 @@
+"""BAC: the scheduler DP against brute force, bubbling union, similarity statistics, calibration on each family."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import accel
+from accel.calibrate.bac import acs_update_steps, bubbling_union, calibrate_bac, schedule_value, segment_costs
+from accel.calibrate.features import FeatureRecorder, caching_error, similarity
+from tiny import BUILDERS, FAMILIES
+
+CALL_KEYS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask",
+             "negative_prompt", "pooled_prompt_embeds", "negative_pooled_prompt_embeds", "class_labels")
+
+
+def test_dp_finds_the_brute_force_optimum():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k = int(rng.integers(2, 9))
+        m = int(rng.integers(1, k + 1))
+        sim = rng.normal(size=(k, k))
+        got = acs_update_steps(sim, m)
+        best = max(schedule_value(sim, [0, *c]) for c in itertools.combinations(range(1, k), m - 1))
+        assert len(got) == m and got[0] == 0 and schedule_value(sim, got) == pytest.approx(best, abs=1e-12)
+
+
+def test_segment_cost_includes_the_update_step_itself():
+    sim = np.arange(16, dtype=float).reshape(4, 4)
+    assert segment_costs(sim)[1, 3] == sim[1, 1] + sim[1, 2] + sim[1, 3]
+
+
+def test_bubbling_union_refreshes_top_error_components_with_downstream_ffns():
+    # slots: (block, component) with component 2 = ff
+    slots = [(0, 0), (0, 2), (1, 0), (1, 2)]
+    updates = [{0, 5}, {0, 3}, {0, 7}, {0, 4}]
+    errors = np.array([0.9, 0.1, 0.2, 0.05])  # slot 0 has the largest caching error
+    out = bubbling_union(updates, errors, slots, ffn_components={2}, top_k=1)
+    assert out[0] == {0, 5, 3, 4}  # own steps + ff of block 0 and of block 1
+    assert out[1:] == updates[1:]
+
+
+def test_similarity_and_error_on_known_features():
+    f = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[2.0, 0.0]]])  # 3 steps, batch 1
+    s = similarity(f, "cosine")
+    assert s[0, 0] == pytest.approx(1) and s[0, 1] == pytest.approx(0) and s[0, 2] == pytest.approx(1)
+    assert similarity(f, "l1")[0, 2] == pytest.approx(-0.5)
+    assert caching_error(f) == pytest.approx(np.mean([1.0, 0.5, 1.5]))
+
+
+def test_recorder_memory_is_bounded_by_max_dim():
+    rec = FeatureRecorder(num_slots=1, num_steps=3, max_dim=64)
+    for t in range(3):
+        rec.observe(t, 0, 0, torch.randn(2, 1000))
+    assert all(x.shape == (2, 64) for x in rec._buf[(0, 0)].values())
+    rec.end_call()
+    assert rec._buf == {} and rec.result().similarity.shape == (1, 3, 3)
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_calibrate_bac_on_every_family(fam):
+    build, inputs = BUILDERS[fam]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    kw = inputs(batch=2, steps=8)
+    call = {k: kw.pop(k) for k in list(kw) if k in CALL_KEYS}
+    for k in ("num_inference_steps", "guidance_scale", "generator", "output_type"):
+        kw.pop(k, None)
+    guidance = 1.0 if fam == "flux" else 4.0
+    sched = calibrate_bac(pipe, [call, call], steps=8, guidance=guidance, speedup=None, macs_fraction=0.5,
+                          call_kwargs=kw)
+    assert sched.method == "bac" and sched.table.shape[0] == 8 and sched.table[0].all()
+    assert sched.metadata["component_macs_fraction"] <= 0.5
+    accel.apply(pipe, cache=sched)
+    pipe(**call, **kw, num_inference_steps=8, guidance_scale=guidance, output_type="pt")
+    assert accel.stats(pipe).reused > 0
