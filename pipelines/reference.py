@@ -83,5 +83,15 @@ def load_pipeline(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
         pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
     except Exception as e:  # diffusers raises many kinds here; name the folder and the cause
         raise RuntimeError(f"could not load the pipeline folder {path}: {e}") from e
-    pipe.accel_defaults = {}
+    pipe.accel_defaults = _folder_defaults(pipe)
     return pipe
+
+
+def _folder_defaults(pipe) -> dict:
+    """Call arguments a local PixArt pipeline needs to run at its own size (its bins start at 256 px)."""
+    name = type(pipe).__name__
+    if name.startswith("PixArt"):
+        size = pipe.transformer.config.sample_size
+        return {"clean_caption": False, "use_resolution_binning": size in (32, 64, 128) and name == "PixArtAlphaPipeline"
+                or size in (32, 64, 128, 256)}
+    return {}

@@ -134,3 +134,20 @@ BUILDERS = {"pixart": (tiny_pixart, pixart_inputs), "dit": (tiny_dit, dit_inputs
 def images(pipe, **kw) -> torch.Tensor:
     out = pipe(**kw).images
     return torch.as_tensor(out)
+
+
+def tiny_text_pixart(seed: int = 0):
+    """A reference-shaped PixArtAlphaPipeline (real MiniLM text encoder, 1-channel VAE) with a tiny random transformer."""
+    from accel.pipelines.components import eps_scheduler, load_text_encoder
+
+    torch.manual_seed(seed)
+    tok, enc = load_text_encoder()
+    tr = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2,
+        cross_attention_dim=16, caption_channels=384, sample_size=8, patch_size=2,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False,
+    ).eval()
+    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 8), norm_num_groups=4,
+                        sample_size=32)
+    return PixArtAlphaPipeline(tokenizer=tok, text_encoder=enc, vae=vae, transformer=tr, scheduler=eps_scheduler())

@@ -111,7 +111,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img")
     for row in rows:
         bar.set_postfix(row=row.name)
-        row.attach(pipe, cfg.steps)
+        row.attach(pipe, cfg)
         timer = _DenoiseTimer()
         HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
         try:

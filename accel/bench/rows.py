@@ -16,7 +16,7 @@ import accel
 class Row:
     name: str
     label: str
-    attach: Callable[[object, int], None]
+    attach: Callable[[object, object], None]  # (pipe, BenchConfig)
     detach: Callable[[object], None]
     before_call: Callable[[object], None] = lambda pipe: None
     peer: bool = False
@@ -42,14 +42,14 @@ def make_row(spec: str) -> Row:
 
 @row_kind("plain")
 def _plain(spec: str, arg: str) -> Row:
-    return Row(spec, "plain pipeline", lambda pipe, steps: None, lambda pipe: None, config={"kind": "plain"})
+    return Row(spec, "plain pipeline", lambda pipe, cfg: None, lambda pipe: None, config={"kind": "plain"})
 
 
 @row_kind("uniform")
 def _uniform(spec: str, arg: str) -> Row:
     k = int(arg or 2)
     return Row(spec, f"accel uniform every {k}",
-               lambda pipe, steps: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, steps, k)),
+               lambda pipe, cfg: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, cfg.steps, k)),
                accel.remove, config={"kind": "uniform", "interval": k})
 
 
@@ -59,18 +59,19 @@ def _schedule(spec: str, arg: str) -> Row:
     if not path.exists():
         raise FileNotFoundError(f"schedule file {arg!r} not found")
     sched = accel.CacheSchedule.load(path)
-    return Row(spec, f"accel {sched.method} ({path.name})", lambda pipe, steps: accel.apply(pipe, cache=sched),
+    return Row(spec, f"accel {sched.method} ({path.name})", lambda pipe, cfg: accel.apply(pipe, cache=sched),
                accel.remove, config={"kind": "schedule", "path": str(path), "method": sched.method})
 
 
-def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object], None], names: tuple[str, ...], config: dict) -> Row:
+def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], None], names: tuple[str, ...],
+                   config: dict) -> Row:
     """A diffusers cache hook. PixArt/DiT pipelines set no cache context and the hooks keep state across
     calls, so the bench sets a context and resets the hooks before every call (as a user must)."""
     from diffusers.hooks import HookRegistry
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
-    def attach(pipe, steps):
-        apply_fn(pipe.transformer)
+    def attach(pipe, cfg):
+        apply_fn(pipe, cfg)
 
     def before(pipe):
         reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
@@ -94,5 +95,63 @@ def _fbcache(spec: str, arg: str) -> Row:
     thr = float(arg or 0.05)
     names = (fbc._FBC_LEADER_BLOCK_HOOK, fbc._FBC_BLOCK_HOOK)
     return _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
-                          lambda m: apply_first_block_cache(m, FirstBlockCacheConfig(threshold=thr)), names,
+                          lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
                           {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr})
+
+
+@row_kind("taylorseer")
+def _taylorseer(spec: str, arg: str) -> Row:
+    """diffusers TaylorSeer: ``taylorseer:INTERVAL`` (its defaults: interval 5, warm-up 3 steps, order 1)."""
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+    from diffusers.hooks import taylorseer_cache as ts
+
+    interval = int(arg or 5)
+
+    def apply(pipe, cfg):
+        conf = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=3, max_order=1,
+                                     taylor_factors_dtype=pipe.transformer.dtype)
+        apply_taylorseer_cache(pipe.transformer, conf)
+
+    return _peer_hook_row(spec, f"diffusers TaylorSeer every {interval}", apply, (ts._TAYLORSEER_CACHE_HOOK,),
+                          {"kind": "peer", "peer": "diffusers.TaylorSeer", "cache_interval": interval,
+                           "disable_cache_before_step": 3, "max_order": 1})
+
+
+@row_kind("magcache")
+def _magcache(spec: str, arg: str) -> Row:
+    """diffusers MagCache: ``magcache:THRESHOLD``; its magnitude ratios are calibrated first, as its docs say,
+    with one ``calibrate=True`` call on calibration prompts (disjoint from the bench prompts)."""
+    import contextlib
+    import io
+    import re as _re
+
+    import torch
+    from diffusers.hooks import HookRegistry, MagCacheConfig, apply_mag_cache
+    from diffusers.hooks import mag_cache as mc
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    from ..pipelines.data import calibration_prompts
+
+    thr = float(arg or 0.06)
+    names = (mc._MAG_CACHE_LEADER_BLOCK_HOOK, mc._MAG_CACHE_BLOCK_HOOK)
+
+    def apply(pipe, cfg):
+        apply_mag_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=cfg.steps))
+        reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
+        reg.reset_stateful_hooks()
+        _set_cache_context(pipe.transformer, CacheContext("cond"))
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            pipe(calibration_prompts(min(cfg.batch, 8)), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
+                 generator=torch.Generator().manual_seed(cfg.seed + 999), output_type="pt",
+                 **getattr(pipe, "accel_defaults", {}))
+        ratios = [float(x) for x in _re.findall(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|\d+", buf.getvalue().split("mag_ratios=...):")[-1])]
+        for n in names:
+            reg.remove_hook(n, recurse=True)
+        reg.invalidate_child_registries_cache()
+        apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
+                                                         mag_ratios=torch.tensor(ratios[: cfg.steps])))
+
+    return _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
+                          {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
+                           "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"})
