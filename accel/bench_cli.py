@@ -34,7 +34,7 @@ def add_bench_parser(sub) -> None:
     s = sub.add_parser("bench", help="quality vs measured latency of accel methods and peers, one run")
     s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")
     s.add_argument("--methods", default="plain,uniform:2,uniform:3,fbcache:0.3",
-                   help="comma-separated rows: plain, uniform:K, schedule:FILE, fbcache:THRESHOLD, taylorseer:INTERVAL, magcache:THRESHOLD")
+                   help="comma-separated rows: plain, uniform:K, schedule:FILE, fbcache:THRESHOLD, taylorseer:INTERVAL, magcache:THRESHOLD, dbcache:THRESHOLD[:Fn:Bn:WARMUP] (cache-dit)")
     s.add_argument("--prompts", help="a text file, one prompt per line (default: held-out reference prompts)")
     s.add_argument("--num-images", type=int, default=100)
     s.add_argument("--steps", type=int, default=20)

@@ -52,6 +52,7 @@ class FamilyLayout:
     groups: tuple[BlockGroup, ...] = ()
     always_compute_blocks: tuple[int, ...] = ()
     ffn_components: tuple[str, ...] = ("ff",)  # BAC's Bubbling Union refreshes errors before these
+    cfg_cond_first: bool = False  # order of the CFG batch the pipeline builds (DiT: cond first)
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -119,6 +120,7 @@ PIXART = register_family(FamilyLayout(
 DIT = register_family(FamilyLayout(
     "dit", ("DiTTransformer2DModel",),
     (BlockGroup("transformer_blocks", (("attn1", "attn1"), ("ff", "ff"))),),
+    cfg_cond_first=True,
 ))
 FLUX = register_family(FamilyLayout(
     "flux", ("FluxTransformer2DModel",),

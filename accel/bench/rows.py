@@ -155,3 +155,29 @@ def _magcache(spec: str, arg: str) -> Row:
     return _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
                           {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
                            "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"})
+
+
+@row_kind("dbcache")
+def _dbcache(spec: str, arg: str) -> Row:
+    """cache-dit DBCache (optional extra ``accel[peers]``): ``dbcache:THRESHOLD[:Fn:Bn:WARMUP]``.
+
+    Defaults for small block counts: F1B0 (cache-dit's own default Fn=8 asserts on models with fewer
+    blocks), its default warm-up of 8 steps. cache-dit patches the pipeline class while enabled, so the
+    bench detaches it right after its row.
+    """
+    try:
+        import cache_dit
+    except ImportError as e:
+        raise ValueError("the dbcache row needs cache-dit: pip install 'accel[peers]'") from e
+    parts = (arg or "0.08").split(":")
+    thr = float(parts[0])
+    fn, bn, warm = (int(x) for x in (parts[1:] + ["1", "0", "8"][len(parts) - 1 :])[:3])
+
+    def attach(pipe, cfg):
+        cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(
+            Fn_compute_blocks=fn, Bn_compute_blocks=bn, residual_diff_threshold=thr, max_warmup_steps=warm,
+            num_inference_steps=cfg.steps))
+
+    return Row(spec, f"cache-dit DBCache F{fn}B{bn} {thr}", attach, cache_dit.disable_cache, peer=True,
+               config={"kind": "peer", "peer": "cache-dit.DBCache", "Fn_compute_blocks": fn, "Bn_compute_blocks": bn,
+                       "residual_diff_threshold": thr, "max_warmup_steps": warm})

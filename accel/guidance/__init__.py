@@ -1,0 +1,20 @@
+"""accel.guidance: APG and frequency-aware CFG for pipelines that do their own CFG, and as diffusers guiders."""
+from ..api import register_guidance_handler
+from .hook import GUIDANCE_HOOK, GuidanceHook, prediction_type
+from .methods import APG, FrequencyAwareCFG
+
+
+@register_guidance_handler(APG)
+@register_guidance_handler(FrequencyAwareCFG)
+def _attach(handle, method) -> None:
+    pipe = handle.state._pipe() if handle.state._pipe is not None else None
+    if pipe is None or not hasattr(pipe, "scheduler"):
+        raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
+    if isinstance(method, APG):
+        prediction_type(pipe.scheduler)  # fail at apply time on unsupported predictions
+    hook = GuidanceHook(method, pipe, handle.state, handle.layout.cfg_cond_first)
+    handle.add_hook(handle.denoiser, hook, GUIDANCE_HOOK)
+    handle.state.reporters["guidance"] = hook.report
+
+
+__all__ = ["APG", "FrequencyAwareCFG", "GuidanceHook"]
