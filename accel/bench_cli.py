@@ -26,7 +26,13 @@ def _run(a) -> None:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
         raise CLIError(str(e)) from None
-    print((Path(a.out) / "results.md").read_text())
+    table = (Path(a.out) / "results.md").read_text()
+    print(table)
+    if a.readme_section:
+        from .bench.readme import update_section
+
+        update_section(a.readme, a.readme_section, table)
+        print(f"README section {a.readme_section!r} updated in {a.readme}")
     print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
 
 
@@ -43,4 +49,6 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--batch", type=int, default=25)
     s.add_argument("--no-effnet", action="store_true", help="skip fd_effnet (the slowest metric)")
     s.add_argument("--out", default="outputs/bench")
+    s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
+    s.add_argument("--readme", default="README.md")
     s.set_defaults(fn=_run)

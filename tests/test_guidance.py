@@ -95,3 +95,27 @@ def test_guidance_without_cfg_batch_passes_through():
     accel.apply(pipe, guidance=accel.APG(7.0))
     assert torch.equal(images(pipe, **inputs(guidance=1.0)), plain)
     assert accel.stats(pipe).extra["guidance"]["guided_calls"] == 0
+
+
+def test_modular_guiders_reduce_to_cfg_and_reset_momentum():
+    from diffusers.guiders import BaseGuidance, ClassifierFreeGuidance
+
+    from accel.guidance.guiders import AccelAPGGuider, AccelFrequencyAwareGuider
+
+    c, u = _r(2, 4, 8, 8, seed=7), _r(2, 4, 8, 8, seed=8)
+    ref = ClassifierFreeGuidance(guidance_scale=5.0)
+    ref.set_state(0, 10, torch.tensor(999))
+    expect = ref.forward(c, u).pred
+    apg = AccelAPGGuider(guidance_scale=5.0, eta=1.0, momentum=0.0, norm_threshold=None)
+    fa = AccelFrequencyAwareGuider(5.0, 5.0)
+    assert isinstance(apg, BaseGuidance) and isinstance(fa, BaseGuidance)
+    for g in (apg, fa):
+        g.set_state(0, 10, torch.tensor(999))
+        assert torch.allclose(g.forward(c, u).pred, expect, atol=1e-5)
+    m = AccelAPGGuider(guidance_scale=5.0)
+    m.set_state(0, 10, torch.tensor(999))
+    first = m.forward(c, u).pred
+    m.set_state(1, 10, torch.tensor(900))
+    m.forward(c, u)
+    m.set_state(0, 10, torch.tensor(999))  # a new call
+    assert torch.equal(m.forward(c, u).pred, first)

@@ -60,16 +60,20 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
 
 
+def _call_args(pipe, row: Row, cfg: BenchConfig) -> dict:
+    return {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, **getattr(pipe, "accel_defaults", {}),
+            **row.call_kwargs}
+
+
 def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar) -> tuple[torch.Tensor, list, list]:
     images, e2e, den = [], [], []
-    defaults = getattr(pipe, "accel_defaults", {})
     for i, b in enumerate(range(0, len(prompts), cfg.batch)):
         chunk = prompts[b : b + cfg.batch]
         row.before_call(pipe)
         timer.start()
         t = time.perf_counter()
-        out = pipe(chunk, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
-                   generator=torch.Generator().manual_seed(cfg.seed + i), **defaults).images
+        out = pipe(chunk, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
+                   **_call_args(pipe, row, cfg)).images
         e2e.append((time.perf_counter() - t) / len(chunk))
         den.append(timer.seconds / len(chunk))
         images.append(out.float().cpu())
@@ -82,8 +86,7 @@ def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> floa
     _, den = find_denoiser(pipe)
     row.before_call(pipe)
     with FlopCounterMode(display=False) as fc:
-        pipe(prompts, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
-             generator=torch.Generator().manual_seed(cfg.seed), **getattr(pipe, "accel_defaults", {}))
+        pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, row, cfg))
     counts = fc.get_flop_counts()
     key = type(den).__name__
     return sum(counts.get(key, {}).values()) / 2 / len(prompts)
@@ -116,8 +119,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
         try:
             row.before_call(pipe)  # warm-up call, excluded from the timings
-            pipe(prompts[: cfg.batch], num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, output_type="pt",
-                 generator=torch.Generator().manual_seed(cfg.seed), **getattr(pipe, "accel_defaults", {}))
+            pipe(prompts[: cfg.batch], output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                 **_call_args(pipe, row, cfg))
             bar.update(cfg.batch)
             imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar)
             macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))])
@@ -134,7 +137,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         plain = all_images["plain"]
         r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
         r["ssim"] = metrics.ssim(imgs, plain)
-        r["clipping"] = metrics.clipping(imgs)["clipped"]
+        clip = metrics.clipping(imgs)
+        r["clipping"], r["clipping_high"], r["mean_intensity"] = clip["clipped"], clip["clipped_high"], clip["mean"]
         results.append(r)
     bar.close()
     base = results[0]

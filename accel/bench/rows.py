@@ -5,7 +5,7 @@ registered ``RowKind`` so new methods add rows without touching the driver.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,7 @@ class Row:
     before_call: Callable[[object], None] = lambda pipe: None
     peer: bool = False
     config: dict | None = None
+    call_kwargs: dict = field(default_factory=dict)  # per-row pipeline call arguments (e.g. guidance_scale)
 
 
 ROW_KINDS: dict[str, Callable[[str, str], Row]] = {}
@@ -181,3 +182,58 @@ def _dbcache(spec: str, arg: str) -> Row:
     return Row(spec, f"cache-dit DBCache F{fn}B{bn} {thr}", attach, cache_dit.disable_cache, peer=True,
                config={"kind": "peer", "peer": "cache-dit.DBCache", "Fn_compute_blocks": fn, "Bn_compute_blocks": bn,
                        "residual_diff_threshold": thr, "max_warmup_steps": warm})
+
+
+@row_kind("cfg")
+def _cfg(spec: str, arg: str) -> Row:
+    """Plain CFG at another scale: ``cfg:W``."""
+    w = float(arg)
+    return Row(spec, f"CFG {w:g}", lambda pipe, cfg: None, lambda pipe: None, config={"kind": "cfg", "scale": w},
+               call_kwargs={"guidance_scale": w})
+
+
+@row_kind("apg")
+def _apg(spec: str, arg: str) -> Row:
+    """APG: ``apg:W[:ETA:MOMENTUM:R]`` (R = 0 disables the norm threshold)."""
+    parts = [float(x) for x in arg.split(":")]
+    w = parts[0]
+    eta, mom, r = (parts[1:] + [0.0, -0.5, 15.0][len(parts) - 1 :])[:3]
+    g = accel.APG(w, eta=eta, momentum=mom, norm_threshold=r or None)
+    return Row(spec, f"APG {w:g} (eta {eta:g}, beta {mom:g}, r {r:g})", lambda pipe, cfg: accel.apply(pipe, guidance=g),
+               accel.remove, config={"kind": "apg", "scale": w, "eta": eta, "momentum": mom, "norm_threshold": r},
+               call_kwargs={"guidance_scale": w})
+
+
+@row_kind("facfg")
+def _facfg(spec: str, arg: str) -> Row:
+    """Frequency-aware CFG: ``facfg:W_LOW:W_HIGH[:CUTOFF]``."""
+    parts = [float(x) for x in arg.split(":")]
+    lo, hi = parts[0], parts[1]
+    cut = parts[2] if len(parts) > 2 else 0.5
+    g = accel.FrequencyAwareCFG(lo, hi, cut)
+    return Row(spec, f"FA-CFG low {lo:g} high {hi:g}", lambda pipe, cfg: accel.apply(pipe, guidance=g), accel.remove,
+               config={"kind": "facfg", "scale_low": lo, "scale_high": hi, "cutoff": cut},
+               call_kwargs={"guidance_scale": max(lo, hi, 1.01)})
+
+
+@row_kind("bac")
+def _bac(spec: str, arg: str) -> Row:
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K]`` on 32 calibration prompts (disjoint from the
+    bench prompts) at the bench's steps and guidance; calibration time is not part of the latency."""
+    from ..calibrate.bac import calibrate_bac, prompt_batches
+    from ..pipelines.data import calibration_prompts
+
+    parts = (arg or "2.0").split(":")
+    target = float(parts[0])
+    top_k = int(parts[1]) if len(parts) > 1 else 3
+    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k}
+
+    def attach(pipe, cfg):
+        sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(32, seed=cfg.seed + 1), 16), steps=cfg.steps,
+                              guidance=cfg.guidance, speedup=target, top_k=top_k, seed=cfg.seed)
+        info.update(updates_per_component=sched.metadata["updates_per_component"],
+                    predicted_speedup=sched.metadata["predicted_speedup"],
+                    component_macs_fraction=sched.metadata["component_macs_fraction"])
+        accel.apply(pipe, cache=sched)
+
+    return Row(spec, f"accel BAC target {target:g}x", attach, accel.remove, config=info)
