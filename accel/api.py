@@ -104,7 +104,7 @@ def _dispatch(table: dict[type, Callable], obj, what: str):
     raise TypeError(f"accel cannot apply {what}={obj!r}: accepted types are {names}")
 
 
-def apply(pipe, *, cache=None, guidance=None, solver=None):
+def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None = None):
     """Attach accelerations to a diffusers pipeline, in place; returns the pipeline.
 
     Args:
@@ -112,6 +112,9 @@ def apply(pipe, *, cache=None, guidance=None, solver=None):
         cache: a ``CacheSchedule`` or the path of a schedule JSON (or any registered cache policy).
         guidance: a registered guidance method (APG, frequency-aware CFG).
         solver: a diffusers scheduler instance or class (or a registered solver name).
+        attention: ``"auto"`` (Triton kernels on CUDA with triton, torch SDPA elsewhere), ``"torch"`` or
+            ``"triton"`` to install accel's attention processors (text keys/values reused across steps);
+            None leaves the model's processors alone.
 
     With no argument, accel only counts (``accel.stats``) and the outputs are unchanged.
     Applying again replaces what was applied before.
@@ -149,9 +152,31 @@ def apply(pipe, *, cache=None, guidance=None, solver=None):
         handle.old_scheduler = pipe.scheduler
         pipe.scheduler = new_scheduler
     _HANDLES[pipe] = handle
+    if attention is not None:
+        _install_attention(handle, attention)
     if guidance_fn is not None:
         guidance_fn(handle, guidance)
     return pipe
+
+
+def _install_attention(handle: AccelHandle, backend: str) -> None:
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+
+    from .attention import AccelAttnProcessor
+    from .kernels.select import Backend
+
+    Backend(backend)  # a clear error for an unknown name
+    counters: dict = {}
+    procs = []
+    for mod in handle.denoiser.modules():
+        if isinstance(mod, Attention) and isinstance(mod.processor, (AttnProcessor, AttnProcessor2_0)):
+            old = mod.processor
+            proc = AccelAttnProcessor(old, backend, counters)
+            mod.set_processor(proc)
+            procs.append(proc)
+            handle.cleanups.append(lambda m=mod, o=old: m.set_processor(o))
+    handle.state.call_listeners.append(lambda: [p.reset() for p in procs])
+    handle.state.reporters["attention"] = lambda: {"backend_requested": backend, "processors": len(procs), **counters}
 
 
 def remove(pipe):

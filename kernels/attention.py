@@ -55,7 +55,7 @@ if HAS_TRITON:
     def _attn_fwd(Q, K, V, O, Mask, Idx, sm_scale,
                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod, smb, smn, sib, sim,
                   H, NQ, NK, D,
-                  HAS_MASK: tl.constexpr, HAS_IDX: tl.constexpr, UPCAST: tl.constexpr,
+                  HAS_MASK: tl.constexpr, HAS_IDX: tl.constexpr, Q_COMPACT: tl.constexpr, UPCAST: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -69,7 +69,8 @@ if HAS_TRITON:
             rows = offs_m
         offs_d = tl.arange(0, BLOCK_D)
         d_ok = offs_d < D
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd,
+        q_rows = offs_m if Q_COMPACT else rows
+        q = tl.load(Q + b * sqb + h * sqh + q_rows[:, None] * sqm + offs_d[None, :] * sqd,
                     mask=row_ok[:, None] & d_ok[None, :], other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
@@ -106,8 +107,12 @@ if HAS_TRITON:
 
 def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
                      q_index: torch.Tensor | None = None, out: torch.Tensor | None = None, scale: float | None = None,
-                     block_m: int = 32, block_n: int = 32) -> torch.Tensor:
-    """Launch the Triton kernel (same contract as ``attention_reference``)."""
+                     q_compact: bool = False, block_m: int = 32, block_n: int = 32) -> torch.Tensor:
+    """Launch the Triton kernel (same contract as ``attention_reference``).
+
+    ``q_compact``: ``q`` holds only the M indexed query rows ([B, H, M, D]); the index then places the
+    results in ``out`` (the caller projected only the tokens it refreshes).
+    """
     if not HAS_TRITON:
         raise RuntimeError("triton is not installed: pip install 'accel[triton]'")
     assert q.dim() == 4 and k.dim() == 4 and v.shape == k.shape, "q [B,H,Nq,D], k/v [B,H,Nk,D]"
@@ -119,7 +124,11 @@ def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask
         if q_index is not None:
             raise ValueError("q_index needs the output buffer to scatter into")
         out = torch.empty_like(q)
-    assert out.shape == q.shape and out.dtype == q.dtype
+    assert out.dtype == q.dtype and (out.shape == q.shape or (q_compact and out.shape[:2] == q.shape[:2]
+                                                             and out.shape[3] == d))
+    if q_compact:
+        assert q_index is not None and q_index.shape[1] == nq, "compact q needs an index with one row per query"
+        nq = out.shape[2]
     if key_mask is not None:
         assert key_mask.shape == (bsz, k.shape[2]), "key_mask is [B, Nk]"
         key_mask = key_mask.to(torch.int32)
@@ -139,7 +148,7 @@ def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *(key_mask.stride() if key_mask is not None else (0, 0)), *(q_index.stride() if q_index is not None else (0, 0)),
         heads, m_rows, k.shape[2], d,
-        HAS_MASK=key_mask is not None, HAS_IDX=q_index is not None, UPCAST=upcast,
+        HAS_MASK=key_mask is not None, HAS_IDX=q_index is not None, Q_COMPACT=q_compact, UPCAST=upcast,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
     )
     return out

@@ -66,3 +66,13 @@ def test_launcher_checks_shapes():
         triton_attention(q, k[:, :1], v[:, :1])
     with pytest.raises(ValueError, match="output buffer"):
         triton_attention(q, k, v, q_index=torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_compact_queries_scatter_into_the_buffer():
+    q, k, v = _qkv(2, 2, 24, 24, 72, torch.float32, seed=4)
+    idx = torch.tensor([[1, 2, 9], [0, 23, 7]])
+    qc = torch.gather(q, 2, idx[:, None, :, None].expand(-1, 2, -1, 72))
+    buf = torch.zeros_like(q)
+    triton_attention(qc, k, v, q_index=idx, out=buf, q_compact=True)
+    ref = attention_reference(q, k, v, q_index=idx, out=torch.zeros_like(q))
+    assert (buf - ref).abs().max() <= 1e-5

@@ -59,6 +59,7 @@ class RunState:
         self.last_inputs: tuple[tuple, dict] | None = None
         self.reporters: dict = {}  # name -> callable giving a value for accel.stats (guidance etc.)
         self.observers: list = []  # fn(step, branch, slot, output) for every computed component (calibration)
+        self.call_listeners: list = []  # fn() at the start of every pipeline call
 
     # -- step tracking (called by the denoiser hook) --------------------------------------------
     def _scheduler(self):
@@ -107,6 +108,8 @@ class RunState:
         self.record = CallRecord(computed=[0] * len(self.slots), reused=[0] * len(self.slots), num_steps_planned=n)
         if self.policy is not None:
             self.policy.begin_call(int(n))
+        for fn in self.call_listeners:
+            fn()
 
     def reset(self) -> None:
         """Forget the current call (the next denoiser call starts a new one)."""
