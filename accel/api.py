@@ -18,6 +18,7 @@ from diffusers.hooks import HookRegistry
 from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, DenoiserStepHook
 from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
+from .cache.token_refresh import TokenRefresh
 from .pipelines.families import FamilyLayout, find_denoiser, layout_of
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
@@ -61,6 +62,11 @@ def _schedule_policy(pipe, schedule: CacheSchedule, denoiser) -> CachePolicy:
 @register_cache_handler(Path)
 def _schedule_file(pipe, path, denoiser) -> CachePolicy:
     return _schedule_policy(pipe, CacheSchedule.load(path), denoiser)
+
+
+@register_cache_handler(TokenRefresh)
+def _token_refresh(pipe, policy: TokenRefresh, denoiser) -> CachePolicy:
+    return TokenRefresh(policy.interval, policy.ratio)  # a fresh instance per pipeline
 
 
 def _is_scheduler(obj) -> bool:
@@ -145,6 +151,11 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     slots = [(r.block, r.component, r.name) for r in refs]
     state = RunState(pipe if attr else None, slots, policy)
     handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver})
+    state._modules = [r.module for r in refs]
+    if hasattr(policy, "bind"):
+        policy.bind(len(layout.blocks(denoiser)), len(layout.component_names))
+    if getattr(policy, "keeps_inputs", False) and attention is None:
+        attention = "auto"  # token refresh recomputes attention rows through accel's processor
     for i, r in enumerate(refs):
         handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
     handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
@@ -228,11 +239,11 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
         macs_total, per = h.macs[key]
     cnames = h.layout.component_names
     comps = [
-        ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i])
+        ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i], rec.partial[i], rec.refreshed[i])
         for i, (b, c, name) in enumerate(h.state.slots)
     ]
     full = macs_total * rec.denoiser_calls
-    saved = sum(c.reused * c.macs for c in comps)
+    saved = sum((c.reused + c.partial - c.refreshed) * c.macs for c in comps)
     seconds = (rec.t_last - rec.t_first) if rec.t_first is not None and rec.t_last is not None else 0.0
     extra = {k: fn() for k, fn in h.state.reporters.items()}
     return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

@@ -15,6 +15,8 @@ class ComponentStats:
     computed: int
     reused: int
     macs: int  # MACs of one forward of this component at the last call's shapes (0 if not counted)
+    partial: int = 0  # calls that recomputed only some tokens (token refresh)
+    refreshed: float = 0.0  # sum of the token shares those calls recomputed
 
 
 @dataclass
@@ -22,7 +24,8 @@ class Stats:
     """Report of the last pipeline call of an accelerated pipeline.
 
     ``macs_full`` is what the denoiser calls of that call would cost with nothing reused;
-    ``macs_computed`` subtracts the MACs of every reused component call. ``denoise_seconds`` is the
+    ``macs_computed`` subtracts the MACs of every reused component call (for token refresh: an estimate,
+    the refreshed token share of the component's MACs). ``denoise_seconds`` is the
     wall time from the first denoiser call's start to the last one's end.
     """
 

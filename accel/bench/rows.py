@@ -237,3 +237,14 @@ def _bac(spec: str, arg: str) -> Row:
         accel.apply(pipe, cache=sched)
 
     return Row(spec, f"accel BAC target {target:g}x", attach, accel.remove, config=info)
+
+
+@row_kind("toca")
+def _toca(spec: str, arg: str) -> Row:
+    """Token refresh (ToCa-like): ``toca:INTERVAL:RATIO`` (full compute every INTERVAL steps, RATIO of tokens between)."""
+    parts = (arg or "3:0.25").split(":")
+    interval, ratio = int(parts[0]), float(parts[1]) if len(parts) > 1 else 0.25
+    pol = accel.TokenRefresh(interval, ratio)
+    return Row(spec, f"accel token refresh every {interval}, {ratio:.0%} tokens",
+               lambda pipe, cfg: accel.apply(pipe, cache=pol), accel.remove,
+               config={"kind": "token_refresh", "interval": interval, "ratio": ratio})

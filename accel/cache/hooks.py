@@ -13,7 +13,7 @@ import inspect
 
 from diffusers.hooks import ModelHook
 
-from .state import RunState
+from .state import Refresh, RunState
 
 STEP_HOOK = "accel.step"
 COMPONENT_HOOK = "accel.cache"
@@ -50,7 +50,13 @@ class ComponentCacheHook(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         cached = self.state.lookup(self.slot, args, kwargs)
-        if cached is not None:
+        if isinstance(cached, Refresh):
+            from .token_refresh import partial_forward
+
+            out = partial_forward(module, self.fn_ref.original_forward, cached, args, kwargs)
+            if out is not None:
+                return out
+        elif cached is not None:
             return cached
         out = self.fn_ref.original_forward(*args, **kwargs)
         self.state.store(self.slot, out, args, kwargs)

@@ -22,6 +22,14 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 @dataclass
+class Refresh:
+    """Lookup answer of token-refresh policies: recompute ``fraction`` of the tokens of the stored entry."""
+
+    fraction: float
+    entry: list  # [input shape, output, input, attention core buffer]
+
+
+@dataclass
 class CallRecord:
     """What the last pipeline call did (the raw material of ``accel.stats``)."""
 
@@ -30,6 +38,8 @@ class CallRecord:
     num_steps_planned: int = 0
     computed: list[int] = field(default_factory=list)  # per slot
     reused: list[int] = field(default_factory=list)
+    refreshed: list[float] = field(default_factory=list)  # per slot: sum of refreshed token shares
+    partial: list[int] = field(default_factory=list)  # per slot: calls that refreshed some tokens
     t_first: float | None = None
     t_last: float | None = None
     shape_key: tuple | None = None
@@ -46,6 +56,7 @@ class RunState:
     def __init__(self, pipe, slots: list[tuple[int, int, str]], policy: CachePolicy | None) -> None:
         self._pipe = weakref.ref(pipe) if pipe is not None else None
         self.slots = slots  # (block, component, module name) per cache slot
+        self._modules: list | None = None  # the component modules (token-refresh policies read them)
         self.policy = policy
         self.measuring = False
         self._timesteps_obj: Any = None
@@ -55,7 +66,8 @@ class RunState:
         self._offset = 0
         self._row: list[list[bool]] | None = None
         self._store: list[dict[int, tuple[torch.Size, Any]]] = [dict() for _ in slots]
-        self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots))
+        self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots), refreshed=[0.0] * len(slots),
+                                 partial=[0] * len(slots))
         self.last_inputs: tuple[tuple, dict] | None = None
         self.reporters: dict = {}  # name -> callable giving a value for accel.stats (guidance etc.)
         self.observers: list = []  # fn(step, branch, slot, output) for every computed component (calibration)
@@ -105,7 +117,9 @@ class RunState:
         self._offset = int(getattr(sched, "begin_index", None) or 0) if sched is not None else 0
         if self._offset and getattr(sched, "order", 1) > 1:
             self._offset //= sched.order
-        self.record = CallRecord(computed=[0] * len(self.slots), reused=[0] * len(self.slots), num_steps_planned=n)
+        self.record = CallRecord(computed=[0] * len(self.slots), reused=[0] * len(self.slots),
+                                 refreshed=[0.0] * len(self.slots), partial=[0] * len(self.slots),
+                                 num_steps_planned=n)
         if self.policy is not None:
             self.policy.begin_call(int(n))
         for fn in self.call_listeners:
@@ -121,18 +135,26 @@ class RunState:
     # -- the component cache (called by the component hooks) ----------------------------------
     @torch.compiler.disable
     def lookup(self, slot: int, args: tuple, kwargs: dict):
-        """The stored output if this slot reuses at this step, else None (the caller computes)."""
+        """The stored output if this slot reuses at this step, a ``Refresh`` for a partial recompute, or
+        None (the caller computes)."""
         if self.measuring or self._row is None:
             return None
         b, c, _ = self.slots[slot]
-        if self._row[b][c]:
+        dec = self._row[b][c]
+        if dec is True or dec >= 1:
             return None
         hit = self._store[slot].get(self._branch)
         x = _first_tensor(args, kwargs)
         if hit is None or (x is not None and hit[0] != x.shape):
             return None  # nothing stored yet (or another shape): compute, as ECAD's code does
-        self.record.reused[slot] += 1
-        return hit[1]
+        if dec is False or dec <= 0:
+            self.record.reused[slot] += 1
+            return hit[1]
+        if len(hit) < 3:
+            return None
+        self.record.refreshed[slot] += float(dec)
+        self.record.partial[slot] += 1
+        return Refresh(float(dec), hit)
 
     @torch.compiler.disable
     def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
@@ -144,4 +166,8 @@ class RunState:
         if self.policy is None:
             return
         x = _first_tensor(args, kwargs)
-        self._store[slot][self._branch] = (x.shape if x is not None else None, output)
+        if getattr(self.policy, "keeps_inputs", False) and x is not None:
+            core = getattr(getattr(self._modules[slot], "processor", None), "last_core", None) if self._modules else None
+            self._store[slot][self._branch] = [x.shape, output, x, core]
+        else:
+            self._store[slot][self._branch] = (x.shape if x is not None else None, output)
