@@ -21,7 +21,8 @@ def _run(a) -> None:
             raise CLIError(f"prompt file {a.prompts!r} not found")
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
-                      guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet)
+                      guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
+                      quality_only=a.quality_only)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -48,6 +49,7 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=25)
     s.add_argument("--no-effnet", action="store_true", help="skip fd_effnet (the slowest metric)")
+    s.add_argument("--quality-only", action="store_true", help="leave latency out of the table")
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")

@@ -57,6 +57,7 @@ class BenchConfig:
     batch: int = 25
     out: str = "outputs/bench"
     fd_effnet: bool = True
+    quality_only: bool = False  # the table leaves out latency (e.g. when other jobs share the machine)
     extra: dict = field(default_factory=dict)
 
 
@@ -148,7 +149,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads()}
     (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results}, indent=1, default=str))
-    (out_dir / "results.md").write_text(to_markdown(results, meta))
+    (out_dir / "results.md").write_text(to_markdown(results, meta, cfg.quality_only))
     from .plots import grid_png, pareto_png
 
     pareto_png(results, out_dir / "pareto.png")
@@ -160,16 +161,19 @@ def _f(x, fmt: str) -> str:
     return "-" if x is None else (fmt.format(x) if x != float("inf") else "inf")
 
 
-def to_markdown(results: list[dict], meta: dict) -> str:
+def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
     head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {meta['threads']} CPU threads\n\n")
-    cols = "| method | fd_domain | fd_effnet | alignment | psnr | ssim | clipping | GMACs/img | denoise s/img | speed-up (denoise) | e2e s/img | speed-up (e2e) |\n"
-    cols += "|" + "---|" * 12 + "\n"
+    names = ["method", "fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping", "GMACs/img"]
+    if not quality_only:
+        names += ["denoise s/img", "speed-up (denoise)", "e2e s/img", "speed-up (e2e)"]
+    cols = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"
     for r in results:
-        name = r["label"] + (" (peer)" if r["peer"] else "")
-        cols += (f"| {name} | {_f(r['fd_domain'], '{:.2f}')} | {_f(r['fd_effnet'], '{:.2f}')} | "
-                 f"{_f(r['alignment'] * 100 if r['alignment'] is not None else None, '{:.1f}%')} | "
-                 f"{_f(r['psnr'], '{:.1f}')} | {_f(r['ssim'], '{:.3f}')} | {_f(r['clipping'] * 100, '{:.2f}%')} | "
-                 f"{r['macs_per_image'] / 1e9:.3f} | {r['latency_denoise']:.4f} | {_f(r['speedup_denoise'], '{:.2f}x')} | "
-                 f"{r['latency_e2e']:.4f} | {r['speedup_e2e']:.2f}x |\n")
+        cells = [r["label"] + (" (peer)" if r["peer"] else ""), _f(r["fd_domain"], "{:.2f}"), _f(r["fd_effnet"], "{:.2f}"),
+                 _f(r["alignment"] * 100 if r["alignment"] is not None else None, "{:.1f}%"), _f(r["psnr"], "{:.1f}"),
+                 _f(r["ssim"], "{:.3f}"), _f(r["clipping"] * 100, "{:.2f}%"), f"{r['macs_per_image'] / 1e9:.3f}"]
+        if not quality_only:
+            cells += [f"{r['latency_denoise']:.4f}", _f(r["speedup_denoise"], "{:.2f}x"), f"{r['latency_e2e']:.4f}",
+                      f"{r['speedup_e2e']:.2f}x"]
+        cols += "| " + " | ".join(cells) + " |\n"
     return head + cols

@@ -81,5 +81,6 @@ def train_denoiser(kind: str, steps: int = 6000, batch: int = 128, lr: float = 3
                             ema=ema.state_dict(), gen=gen.get_state(), step=step + 1)
     final = new_transformer()
     final.load_state_dict(ema.shadow)
-    final.save_pretrained(out)
-    print(f"pixart-{kind}: saved EMA weights after {steps} steps to {out}")
+    # stored in fp16 to stay within the size budget of the shipped weights; loaded back as fp32
+    final.to(torch.float16).save_pretrained(out)
+    print(f"pixart-{kind}: saved EMA weights (fp16) after {steps} steps to {out}")
