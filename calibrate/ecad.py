@@ -1,0 +1,336 @@
+"""ECAD: evolutionary cache schedules (arXiv 2506.15682) with NSGA-II from pymoo, as the authors did.
+
+Genome: the boolean schedule [step, block, component] (True = compute). Objectives, both minimised:
+F1 = quality loss on the calibration prompts (default ``fd_domain`` relative to the uncached
+pipeline plus 1 - SSIM to the uncached images), F2 = the schedule's static component MACs relative
+to all-compute. Constraint: at least one reuse (Hamming distance to all-compute >= 1).
+
+Resumable: every evaluated candidate is appended to ``candidates.jsonl`` at once and the pymoo
+algorithm is pickled after every generation, so a run killed at any moment and started again with
+the same command continues and re-evaluates nothing. Distributed: under ``accelerate launch`` each
+process evaluates a shard of the new candidates and the results are all-gathered; every process
+runs the same seeded NSGA-II, so the front does not depend on the number of processes.
+
+Departures: quality uses the reference metrics instead of ImageReward (no such weights offline);
+the official mutation rate p = 0.05 is read as a per-bit flip probability [unverified].
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import accel
+from accel.pipelines.families import find_denoiser, fingerprint, layout_of
+
+
+@dataclass(frozen=True)
+class ECADConfig:
+    """Search settings; the defaults are the paper's (pop 72, 4-point crossover 0.9, bit flip 0.05, seed 0)."""
+
+    steps: int = 20
+    guidance: float = 4.5
+    pop_size: int = 72
+    generations: int = 50
+    crossover_prob: float = 0.9
+    crossover_points: int = 4
+    mutation_prob: float = 0.05
+    seed: int = 0
+    quality: str = "fd_domain+fidelity"  # or "fd_domain", "fidelity"
+    seed_intervals: tuple[int, ...] = (2, 3, 4, 5)  # uniform schedules put in the first population
+    seed_schedules: tuple[str, ...] = ()  # schedule files (e.g. BAC) put in the first population
+
+    def __post_init__(self) -> None:
+        if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
+            raise ValueError(f"unknown quality objective {self.quality!r}")
+        if self.pop_size < 4 or self.generations < 1:
+            raise ValueError("pop_size >= 4 and generations >= 1")
+
+
+def _key(bits: np.ndarray) -> str:
+    return hashlib.sha1(np.packbits(bits.astype(np.uint8)).tobytes()).hexdigest()
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("gloo")
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ScheduleEvaluator:
+    """Generates the calibration images under a schedule and scores quality and MACs."""
+
+    def __init__(self, pipe, calls: list[dict], cfg: ECADConfig, call_kwargs: dict | None = None):
+        self.pipe, self.calls, self.cfg = pipe, calls, cfg
+        self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
+        _, den = find_denoiser(pipe)
+        self.layout = layout_of(den)
+        self.fingerprint = fingerprint(den)
+        self.template = accel.CacheSchedule.full(pipe, cfg.steps)
+        accel.apply(pipe)
+        self.ref = self._generate()
+        st = accel.stats(pipe)
+        accel.remove(pipe)
+        self.slot_macs = np.zeros(self.template.table.shape[1:])
+        for c in st.components:
+            self.slot_macs[c.block, self.layout.component_names.index(c.component)] += c.macs
+        self.present = self.slot_macs > 0
+        self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.quality else None
+
+    @property
+    def n_var(self) -> int:
+        return int(self.present.sum()) * self.cfg.steps
+
+    def table(self, bits: np.ndarray) -> np.ndarray:
+        t = np.ones(self.template.table.shape, dtype=bool)
+        t[:, self.present] = bits.reshape(self.cfg.steps, -1).astype(bool)
+        return t
+
+    def bits(self, table: np.ndarray) -> np.ndarray:
+        return table[:, self.present].reshape(-1)
+
+    def schedule(self, bits: np.ndarray, **meta) -> accel.CacheSchedule:
+        return accel.CacheSchedule(self.table(bits), self.layout.name, self.layout.component_names, self.fingerprint,
+                                   None, "ecad", meta)
+
+    def _generate(self) -> torch.Tensor:
+        out = []
+        for i, call in enumerate(self.calls):
+            out.append(self.pipe(num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance,
+                                 generator=torch.Generator().manual_seed(self.cfg.seed + i), **self.kwargs,
+                                 **call).images.float())
+        return torch.cat(out)
+
+    @staticmethod
+    def _fd(images: torch.Tensor) -> float:
+        from accel.metrics import fd_domain
+
+        return fd_domain(images)
+
+    def macs_fraction(self, bits: np.ndarray) -> float:
+        t = self.table(bits)
+        return float((t * self.slot_macs).sum() / (self.cfg.steps * self.slot_macs.sum()))
+
+    def evaluate(self, bits: np.ndarray) -> dict:
+        from accel.metrics import ssim
+
+        accel.apply(self.pipe, cache=self.schedule(bits))
+        try:
+            imgs = self._generate()
+        finally:
+            accel.remove(self.pipe)
+        m = {"macs_fraction": self.macs_fraction(bits), "ssim": ssim(imgs, self.ref)}
+        loss = 0.0
+        if self.ref_fd is not None:
+            m["fd_domain"] = self._fd(imgs)
+            loss += m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0
+        if "fidelity" in self.cfg.quality:
+            loss += 1.0 - m["ssim"]
+        m["quality_loss"] = round(float(loss), 6)  # rounded: fronts must not depend on the last float bits
+        return m
+
+
+def _initial_population(ev: ScheduleEvaluator, cfg: ECADConfig, rng: np.random.Generator) -> np.ndarray:
+    seeds = []
+    for k in cfg.seed_intervals:
+        s = accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k)
+        seeds.append(ev.bits(s.table))
+    for path in cfg.seed_schedules:
+        s = accel.CacheSchedule.load(path).resampled(cfg.steps, warn=False)
+        seeds.append(ev.bits(s.table))
+    seeds = seeds[: cfg.pop_size]
+    rand = rng.random((cfg.pop_size - len(seeds), ev.n_var)) < 0.5
+    return np.concatenate([np.array(seeds, dtype=bool).reshape(len(seeds), ev.n_var), rand]) if seeds else rand
+
+
+@dataclass
+class ECADResult:
+    front: list[dict] = field(default_factory=list)
+    out_dir: str = ""
+
+
+def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECADConfig(),
+             call_kwargs: dict | None = None, progress: bool = True) -> ECADResult:
+    """Search, checkpointing in ``out_dir``; writes the Pareto front (schedule files, index.json, front.png)."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.population import Population
+    from pymoo.core.problem import Problem
+    from pymoo.operators.crossover.pntx import PointCrossover
+    from pymoo.operators.mutation.bitflip import BitflipMutation
+    from pymoo.problems.static import StaticProblem
+
+    rank, world = _dist()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if rank == 0:
+        if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(json.dumps(asdict(cfg))):
+            raise ValueError(f"{out} holds a run with other settings; use another --out or the same settings")
+        cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
+    torch.set_num_threads(1) if world > 1 else None
+    ev = ScheduleEvaluator(pipe, calls, cfg, call_kwargs)
+    cand_path = out / "candidates.jsonl"
+    cache: dict[str, dict] = {}
+    if cand_path.exists():
+        for line in cand_path.read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            cache[d["key"]] = d
+    problem = Problem(n_var=ev.n_var, n_obj=2, n_ieq_constr=1, xl=0, xu=1, vtype=bool)
+    state_path = out / "algorithm.pkl"
+    if state_path.exists():
+        algorithm = pickle.loads(state_path.read_bytes())
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        init = _initial_population(ev, cfg, rng)
+        algorithm = NSGA2(pop_size=cfg.pop_size, sampling=Population.new("X", init),
+                          crossover=PointCrossover(n_points=cfg.crossover_points, prob=cfg.crossover_prob),
+                          mutation=BitflipMutation(prob=1.0, prob_var=cfg.mutation_prob), eliminate_duplicates=True)
+        algorithm.setup(problem, seed=cfg.seed, termination=("n_gen", cfg.generations))
+
+    def score(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = [_key(x) for x in X]
+        todo = [i for i, k in enumerate(keys) if k not in cache and (~X[i]).any()]
+        mine = todo[rank::world]
+        results = {}
+        for i in tqdm(mine, desc=f"gen {algorithm.n_gen or 0}: evaluating", leave=False, disable=not progress or rank):
+            m = ev.evaluate(X[i])
+            rec = {"key": keys[i], "bits": np.packbits(X[i].astype(np.uint8)).tolist(), **m}
+            results[keys[i]] = rec
+            if world == 1:
+                with open(cand_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, results)
+            for g in gathered:
+                results.update(g)
+            if rank == 0:
+                with open(cand_path, "a") as f:
+                    for rec in results.values():
+                        f.write(json.dumps(rec) + "\n")
+        cache.update(results)
+        F = np.zeros((len(X), 2))
+        G = np.zeros((len(X), 1))
+        for i, (x, k) in enumerate(zip(X, keys)):
+            if not (~x).any():  # the all-compute schedule is excluded by the constraint
+                F[i] = (0.0, 1.0)
+                G[i] = 1.0
+                continue
+            F[i] = (cache[k]["quality_loss"], round(cache[k]["macs_fraction"], 6))
+            G[i] = 1 - int((~x).sum())
+        return F, G
+
+    bar = tqdm(total=cfg.generations, initial=algorithm.n_gen - 1 if algorithm.n_gen else 0, desc="ecad",
+               disable=not progress or rank)
+    while algorithm.has_next():
+        pop = algorithm.ask()
+        X = pop.get("X").astype(bool)
+        F, G = score(X)
+        Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
+        algorithm.tell(infills=pop)
+        if rank == 0:
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(algorithm))
+            os.replace(tmp, state_path)
+        opt = algorithm.opt.get("F")
+        bar.update(1)
+        bar.set_postfix(front=len(opt), best=f"{opt[:, 0].min():.3f}@{opt[opt[:, 0].argmin(), 1]:.2f}")
+    bar.close()
+    return _write_front(algorithm, ev, out, cfg, rank, cache)
+
+
+def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, rank: int, cache: dict) -> ECADResult:
+    opt = algorithm.opt
+    X, F = opt.get("X").astype(bool), opt.get("F")
+    order = np.argsort(F[:, 1])
+    front = []
+    for j, i in enumerate(order):
+        name = f"schedule_{j:02d}.json"
+        entry = {"file": name, "quality_loss": float(F[i, 0]), "macs_fraction": float(F[i, 1]),
+                 "compute_fraction": float(X[i].mean())}
+        front.append(entry)
+        if rank == 0:
+            ev.schedule(X[i], quality_loss=entry["quality_loss"], macs_fraction=entry["macs_fraction"],
+                        guidance=cfg.guidance, generations=cfg.generations, pop_size=cfg.pop_size).save(out / name)
+    if rank == 0:
+        seeds = []
+        for k in cfg.seed_intervals:
+            bits = ev.bits(accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k).table)
+            rec = cache.get(_key(bits))
+            if rec is not None:
+                seeds.append({"label": f"uniform {k}", "macs_fraction": rec["macs_fraction"],
+                              "quality_loss": rec["quality_loss"]})
+        (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "front": front, "seeds": seeds}, indent=1))
+        _plot(front, out / "front.png", seeds)
+    return ECADResult(front, str(out))
+
+
+def _plot(front: list[dict], path: Path, seeds: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([f["macs_fraction"] for f in front], [f["quality_loss"] for f in front], "o-", label="ECAD front")
+    ax.set_xlabel("component MACs computed (fraction)")
+    ax.set_ylabel("quality loss (lower is better)")
+    for s in seeds:
+        ax.scatter(s["macs_fraction"], s["quality_loss"], marker="x", color="tab:red")
+        ax.annotate(s["label"], (s["macs_fraction"], s["quality_loss"]), fontsize=7)
+    ax.set_title("ECAD Pareto front vs seed schedules (x)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cli_args(p) -> None:
+    from .cli_common import add_prompt_args
+
+    add_prompt_args(p)
+    p.add_argument("--pop-size", type=int, default=72)
+    p.add_argument("--generations", type=int, default=50)
+    p.add_argument("--crossover-prob", type=float, default=0.9)
+    p.add_argument("--mutation-prob", type=float, default=0.05)
+    p.add_argument("--quality", default="fd_domain+fidelity", choices=("fd_domain+fidelity", "fd_domain", "fidelity"))
+    p.add_argument("--seed-schedule", action="append", default=[], help="a schedule JSON (e.g. BAC) for the first population")
+
+
+def _cli_run(a) -> None:
+    from accel.cli import CLIError, _load
+
+    from .bac import prompt_batches
+    from .cli_common import read_prompts
+
+    prompts = read_prompts(a)
+    pipe = _load(a.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
+                         crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
+                         seed_schedules=tuple(a.seed_schedule))
+        res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    print(f"ECAD front: {len(res.front)} schedules -> {a.out}/index.json, front.png")
+
+
+from .registry import CalibrationMethod, register  # noqa: E402
+
+register(CalibrationMethod("ecad", "evolutionary Pareto front of schedules (NSGA-II, resumable, accelerate launch)",
+                           _cli_args, _cli_run))
