@@ -27,30 +27,34 @@ def load_folder(folder: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
 
 
-def compute(images: torch.Tensor, chunk: int = 500) -> dict[str, FeatureStats]:
-    eff, dom = [], []
+def compute(images: torch.Tensor, chunk: int = 500, kinds: tuple[str, ...] = ("effnet", "domain")) -> dict[str, FeatureStats]:
+    feats: dict[str, list] = {k: [] for k in kinds}
     for i in tqdm(range(0, len(images), chunk), desc="features"):
         x = images[i : i + chunk]
-        eff.append(effnet_features(x))
-        dom.append(domain_features(x))
-    return {"effnet": FeatureStats.of(torch.cat(eff), "effnet-lite0-160"),
-            "domain": FeatureStats.of(torch.cat(dom), "fmnist-classifier-256")}
+        if "effnet" in kinds:
+            feats["effnet"].append(effnet_features(x))
+        if "domain" in kinds:
+            feats["domain"].append(domain_features(x))
+    names = {"effnet": "effnet-lite0-160", "domain": "fmnist-classifier-256"}
+    return {k: FeatureStats.of(torch.cat(v), names[k]) for k, v in feats.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m accel.metrics.reference_stats", description=__doc__)
     p.add_argument("--folder", help="an image folder (default: the Fashion-MNIST test set)")
     p.add_argument("--out", help="output prefix: PREFIX-effnet.safetensors, PREFIX-domain.safetensors")
+    p.add_argument("--only", choices=("effnet", "domain"), help="compute one extractor's statistics")
     a = p.parse_args(argv)
+    kinds = (a.only,) if a.only else ("effnet", "domain")
     if a.folder:
-        stats = compute(load_folder(a.folder))
+        stats = compute(load_folder(a.folder), kinds=kinds)
         prefix = a.out or str(Path(a.folder).name) + "-stats"
         paths = {k: Path(f"{prefix}-{k}.safetensors") for k in stats}
     else:
         from ..pipelines.data import load_fashion_mnist
 
         x, _ = load_fashion_mnist("test")
-        stats = compute((x + 1) / 2)
+        stats = compute((x + 1) / 2, kinds=kinds)
         paths = REF_STATS
     for k, s in stats.items():
         s.save(paths[k])
