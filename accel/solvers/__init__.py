@@ -1,2 +1,3 @@
 """accel.solvers: fast samplers as diffusers schedulers (pure step maths plus thin SchedulerMixin classes)."""
 from .dc_solver import DCSolverScheduler, cpr_ratios, lagrange_interpolate  # noqa: F401
+from .dpm_solver_v3 import DPMSolverV3Scheduler, load_ems, save_ems  # noqa: F401
