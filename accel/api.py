@@ -132,10 +132,13 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         >>> images = pipe(["a photo of a sneaker"], num_inference_steps=20, use_resolution_binning=False).images  # doctest: +SKIP
         >>> print(accel.stats(pipe)); accel.remove(pipe)  # doctest: +SKIP
     """
-    if pipe in _HANDLES:
-        remove(pipe)
+    # validate everything before touching the pipeline: a bad argument loses nothing applied before
     attr, denoiser = find_denoiser(pipe)
     layout = layout_of(denoiser)
+    if attention is not None:
+        from .kernels.select import Backend
+
+        Backend(attention)
     policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
     new_scheduler = None
     if solver is not None:
@@ -146,6 +149,10 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         else:
             raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or class)")
     guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
+    if guidance is not None and hasattr(guidance, "validate"):
+        guidance.validate(pipe)
+    if pipe in _HANDLES:
+        remove(pipe)
 
     refs = [r for blk in layout.blocks(denoiser) for r in blk]
     slots = [(r.block, r.component, r.name) for r in refs]
@@ -163,10 +170,14 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         handle.old_scheduler = pipe.scheduler
         pipe.scheduler = new_scheduler
     _HANDLES[pipe] = handle
-    if attention is not None:
-        _install_attention(handle, attention)
-    if guidance_fn is not None:
-        guidance_fn(handle, guidance)
+    try:
+        if attention is not None:
+            _install_attention(handle, attention)
+        if guidance_fn is not None:
+            guidance_fn(handle, guidance)
+    except Exception:
+        remove(pipe)  # never leave a half-applied pipeline
+        raise
     return pipe
 
 

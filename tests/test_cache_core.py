@@ -106,14 +106,17 @@ def test_apply_twice_replaces_and_bad_inputs_fail_clearly():
     pipe = BUILDERS["pixart"][0]()
     ref = _run(pipe, "pixart")
     accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=2))
-    accel.apply(pipe)  # replaces: counting only
-    assert torch.equal(_run(pipe, "pixart"), ref)
+    cached = _run(pipe, "pixart")
     with pytest.raises(TypeError, match="cache"):
         accel.apply(pipe, cache=3)
     other = BUILDERS["dit"][0]()
     with pytest.raises(accel.ScheduleMismatchError, match="family 'dit' vs model 'pixart'"):
         accel.apply(pipe, cache=accel.CacheSchedule.uniform(other, 6, interval=2))
-    assert torch.equal(_run(pipe, "pixart"), ref)  # a failed apply leaves the pipeline as it was
+    with pytest.raises(ValueError, match="not a valid Backend"):
+        accel.apply(pipe, attention="cuda")
+    assert torch.equal(_run(pipe, "pixart"), cached)  # failed applies lose nothing applied before
+    accel.apply(pipe)  # replaces: counting only
+    assert torch.equal(_run(pipe, "pixart"), ref)
 
     class Unknown(torch.nn.Module):
         def forward(self, x):

@@ -26,6 +26,14 @@ class APG:
     momentum: float = -0.5
     norm_threshold: float | None = 15.0
 
+    def validate(self, pipe) -> None:
+        """Raise before anything is attached when the pipeline cannot take APG."""
+        from .hook import prediction_type
+
+        if not hasattr(pipe, "scheduler"):
+            raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
+        prediction_type(pipe.scheduler)
+
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise ValueError(f"APG scale must be >= 1, got {self.scale}")

@@ -1,0 +1,38 @@
+"""The shipped reference pipelines: genuine diffusers classes, offline, and accel applies to them."""
+import pytest
+import torch
+
+import accel
+from accel.pipelines.reference import REFERENCES, is_available, load_reference
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_reference_loads_offline_and_generates(name):
+    if not is_available(name):
+        pytest.skip(f"{name} weights not trained yet")
+    from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
+
+    pipe = load_reference(name)
+    assert type(pipe) is (PixArtAlphaPipeline if name == "pixart-eps" else PixArtSigmaPipeline)
+    assert pipe.transformer.dtype == torch.float32 and pipe.transformer.config.num_layers >= 12
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=4, guidance_scale=4.5, output_type="pt", **pipe.accel_defaults)
+    out = pipe(["a photo of a sneaker", "a trouser"], generator=torch.Generator().manual_seed(0), **kw).images
+    assert out.shape == (2, 1, 32, 32) and 0 <= out.min() and out.max() <= 1
+    accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 4))
+    again = pipe(["a photo of a sneaker", "a trouser"], generator=torch.Generator().manual_seed(0), **kw).images
+    assert torch.equal(again, out)
+
+
+def test_unknown_reference_is_a_clear_error():
+    with pytest.raises(ValueError, match="available: pixart-eps, pixart-flow"):
+        load_reference("pixart-xl")
+
+
+def test_captions_and_prompts():
+    from accel.pipelines.data import calibration_prompts, eval_prompts, label_of_prompt
+
+    prompts, labels = eval_prompts(20)
+    assert [label_of_prompt(p) for p in prompts] == labels
+    assert label_of_prompt("a grayscale picture of a t-shirt") == 0 and label_of_prompt("a shirt") == 6
+    assert not set(calibration_prompts(50)) & set(eval_prompts(500)[0])  # disjoint templates
