@@ -56,7 +56,7 @@ def evaluate(name: str, num_images: int = 500, steps: int = 20, guidance: float 
     secs = time.perf_counter() - t
     return {"pipeline": name, "num_images": num_images, "steps": steps, "guidance": guidance,
             "alignment": metrics.alignment(imgs, labels), "fd_domain": metrics.fd_domain(imgs),
-            "fd_effnet": metrics.fd_effnet(imgs), "clipping": metrics.clipping(imgs)["clipped"],
+            "fd_effnet": metrics.fd_effnet(imgs), "clipping_high": metrics.clipping(imgs)["clipped_high"],
             "seconds_per_image": secs / num_images}
 
 

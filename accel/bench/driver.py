@@ -139,7 +139,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
         r["ssim"] = metrics.ssim(imgs, plain)
         clip = metrics.clipping(imgs)
-        r["clipping"], r["clipping_high"], r["mean_intensity"] = clip["clipped"], clip["clipped_high"], clip["mean"]
+        # the saturated share (>= 0.995): Fashion-MNIST's black background fills the low end in every row
+        r["clipping"], r["clipping_both_ends"], r["mean_intensity"] = clip["clipped_high"], clip["clipped"], clip["mean"]
         results.append(r)
     bar.close()
     base = results[0]
@@ -164,7 +165,7 @@ def _f(x, fmt: str) -> str:
 def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
     head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {meta['threads']} CPU threads\n\n")
-    names = ["method", "fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping", "GMACs/img"]
+    names = ["method", "fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping (>=0.995)", "GMACs/img"]
     if not quality_only:
         names += ["denoise s/img", "speed-up (denoise)", "e2e s/img", "speed-up (e2e)"]
     cols = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"

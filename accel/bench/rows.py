@@ -109,8 +109,14 @@ def _taylorseer(spec: str, arg: str) -> Row:
     interval = int(arg or 5)
 
     def apply(pipe, cfg):
+        from ..pipelines.families import layout_of
+
+        # TaylorSeer's default identifiers ("^transformer_blocks.*attn", matched with re.fullmatch) hook nothing
+        # on PixArt (attn1/attn2): give it the same components accel caches, so the comparison is fair.
+        layout = layout_of(pipe.transformer)
+        ids = [rf"{g.path}\.\d+\.{attr}" for g in layout.groups for _, attr in g.components]
         conf = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=3, max_order=1,
-                                     taylor_factors_dtype=pipe.transformer.dtype)
+                                     taylor_factors_dtype=pipe.transformer.dtype, cache_identifiers=ids)
         apply_taylorseer_cache(pipe.transformer, conf)
 
     return _peer_hook_row(spec, f"diffusers TaylorSeer every {interval}", apply, (ts._TAYLORSEER_CACHE_HOOK,),
