@@ -48,6 +48,14 @@ def lambda_range(scheduler, steps: int = 1000) -> tuple[float, float]:
 
 def compute_ems(fn, scheduler, x0: torch.Tensor, grid_points: int = 100, seed: int = 0, progress: bool = True):
     """l, s, b [K+1, C, H, W] and the lambda grid for the guided denoiser ``fn(x, t)`` on data latents ``x0``."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # forward-mode AD is implemented for the math attention kernel only (not the fused CPU/GPU kernels)
+    with sdpa_kernel([SDPBackend.MATH]):
+        return _compute_ems(fn, scheduler, x0, grid_points, seed, progress)
+
+
+def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
     pt = prediction_type(scheduler)
     lam_t, lam_0 = lambda_range(scheduler)
     lams = np.linspace(lam_t, lam_0, grid_points + 1)
@@ -92,7 +100,7 @@ def compute_ems(fn, scheduler, x0: torch.Tensor, grid_points: int = 100, seed: i
         sk = cov / var
         ss.append(sk)
         bs.append(mfp - sk * mf)
-    return torch.tensor(lams), l.float(), torch.stack(ss).float(), torch.stack(bs).float()
+    return torch.tensor(lams), l.detach().float(), torch.stack(ss).detach().float(), torch.stack(bs).detach().float()
 
 
 def reference_data_latents(pipe, n: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:

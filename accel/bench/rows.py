@@ -224,8 +224,8 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K]`` on 32 calibration prompts (disjoint from the
-    bench prompts) at the bench's steps and guidance; calibration time is not part of the latency."""
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K]`` on two batches of calibration prompts (disjoint from
+    the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
 
@@ -235,7 +235,9 @@ def _bac(spec: str, arg: str) -> Row:
     info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k}
 
     def attach(pipe, cfg):
-        sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(32, seed=cfg.seed + 1), 16), steps=cfg.steps,
+        # calibration batches of the bench's batch size: the latency model's fixed share depends on it
+        sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
+                              steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, top_k=top_k, seed=cfg.seed)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
