@@ -224,7 +224,7 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K]`` on two batches of calibration prompts (disjoint from
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC]]`` on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
@@ -232,19 +232,20 @@ def _bac(spec: str, arg: str) -> Row:
     parts = (arg or "2.0").split(":")
     target = float(parts[0])
     top_k = int(parts[1]) if len(parts) > 1 else 3
-    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k}
+    metric = parts[2] if len(parts) > 2 else "cosine"
+    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k, "metric": metric}
 
     def attach(pipe, cfg):
         # calibration batches of the bench's batch size: the latency model's fixed share depends on it
         sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
                               steps=cfg.steps,
-                              guidance=cfg.guidance, speedup=target, top_k=top_k, seed=cfg.seed)
+                              guidance=cfg.guidance, speedup=target, top_k=top_k, metric=metric, seed=cfg.seed)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
                     component_macs_fraction=sched.metadata["component_macs_fraction"])
         accel.apply(pipe, cache=sched)
 
-    return Row(spec, f"accel BAC target {target:g}x", attach, accel.remove, config=info)
+    return Row(spec, f"accel BAC target {target:g}x ({metric})", attach, accel.remove, config=info)
 
 
 @row_kind("toca")
