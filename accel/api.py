@@ -76,7 +76,10 @@ def _is_scheduler(obj) -> bool:
 
 @register_solver_handler(_is_scheduler)
 def _scheduler_solver(pipe, obj):
-    return obj.from_config(pipe.scheduler.config) if isinstance(obj, type) else obj
+    sched = obj.from_config(pipe.scheduler.config) if isinstance(obj, type) else obj
+    if hasattr(sched, "check_model"):  # statistics or ratio files made for one model
+        sched.check_model(find_denoiser(pipe)[1])
+    return sched
 
 
 @dataclass

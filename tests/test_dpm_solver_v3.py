@@ -39,5 +39,9 @@ def test_statistics_run_with_corrector_and_third_order(tmp_path):
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="made for model 'abc'"):
         load_ems(tmp_path / "ems.safetensors", fingerprint="other")
+    import accel
+
+    with pytest.raises(ValueError, match="was made for model 'abc'"):
+        accel.apply(pipe, solver=pipe.scheduler)
     with pytest.raises(ValueError, match="needs empirical model statistics"):
         DPMSolverV3Scheduler()

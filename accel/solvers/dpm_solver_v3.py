@@ -131,11 +131,21 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
                          time_shift_type=time_shift_type)
         self.register_to_config(final_sigmas_type="sigma_min")
         self.ems: dict[str, torch.Tensor] | None = None
+        self.ems_fingerprint: str | None = None
         if ems_path is not None and not degenerated:
             self.ems = load_ems(ems_path)
+            self.ems_fingerprint = self.ems.pop("__fingerprint__", None)
         elif ems_path is None and not degenerated:
             raise ValueError("DPM-Solver-v3 needs empirical model statistics (ems_path, from `accel calibrate "
                              "--method ems`) or degenerated=True")
+
+    def check_model(self, denoiser) -> None:
+        """A clear error when the statistics were computed for another model (``accel.apply`` calls this)."""
+        from accel.pipelines.families import fingerprint
+
+        if self.ems_fingerprint is not None and self.ems_fingerprint != fingerprint(denoiser):
+            raise ValueError(f"the EMS file {self.config.ems_path} was made for model {self.ems_fingerprint!r}, "
+                             f"not this one ({fingerprint(denoiser)!r}); run `accel calibrate --method ems` for it")
 
     def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
         super().set_timesteps(num_inference_steps, device, *args, **kwargs)
@@ -237,4 +247,5 @@ def load_ems(path: str | Path, fingerprint: str | None = None) -> dict[str, torc
     t = load_file(str(path))
     if np.any(np.diff(t["lambdas"].numpy()) <= 0):
         raise ValueError("EMS lambdas must increase")
+    t["__fingerprint__"] = meta.get("fingerprint")
     return t
