@@ -157,13 +157,14 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     if pipe in _HANDLES:
         remove(pipe)
 
-    refs = [r for blk in layout.blocks(denoiser) for r in blk]
+    blocks = layout.blocks(denoiser)
+    refs = [r for blk in blocks for r in blk]
     slots = [(r.block, r.component, r.name) for r in refs]
     state = RunState(pipe if attr else None, slots, policy)
     handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver})
     state._modules = [r.module for r in refs]
     if hasattr(policy, "bind"):
-        policy.bind(len(layout.blocks(denoiser)), len(layout.component_names))
+        policy.bind(len(blocks), len(layout.component_names))
     if getattr(policy, "keeps_inputs", False) and attention is None:
         attention = "auto"  # token refresh recomputes attention rows through accel's processor
     for i, r in enumerate(refs):

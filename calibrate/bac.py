@@ -179,11 +179,11 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     if not calls:
         raise ValueError("BAC needs at least one calibration call (prompts)")
     stats, comp_macs = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs)
-    h_slots = [(r.block, r.component) for blk in layout.blocks(den) for r in blk]
+    blocks = layout.blocks(den)
+    h_slots = [(r.block, r.component) for blk in blocks for r in blk]
     ffn = {layout.component_names.index(c) for c in layout.ffn_components if c in layout.component_names}
-    n_blocks, n_comps = len(layout.blocks(den)), len(layout.component_names)
-    branch_calls = 1  # MACs per denoiser call; the ratio is what matters
-    full_macs = steps * sum(comp_macs) * branch_calls
+    n_blocks, n_comps = len(blocks), len(layout.component_names)
+    full_macs = steps * sum(comp_macs)  # component MACs per denoiser call x steps; only the ratio matters
     model = None
     if speedup is not None:
         model = measure_latency_model(pipe, calls[0], steps, guidance, comp_macs, call_kwargs=call_kwargs)
