@@ -82,6 +82,13 @@ def _scheduler_solver(pipe, obj):
     return sched
 
 
+@register_solver_handler(lambda obj: isinstance(obj, str))
+def _named_solver(pipe, name: str):
+    from .solvers.named import solver_from_name
+
+    return _scheduler_solver(pipe, solver_from_name(pipe, name))
+
+
 @dataclass
 class AccelHandle:
     """What accel attached to one pipeline, and what ``remove`` must undo."""
@@ -120,7 +127,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         pipe: a diffusers pipeline (or a bare denoiser module) of a supported family.
         cache: a ``CacheSchedule`` or the path of a schedule JSON (or any registered cache policy).
         guidance: a registered guidance method (APG, frequency-aware CFG).
-        solver: a diffusers scheduler instance or class (or a registered solver name).
+        solver: a diffusers scheduler instance or class, or a solver name (``"dpm++"``, ``"unipc"``,
+            ``"v3:EMS_FILE"``, ``"dc:RATIO_FILE:GUIDANCE"``; see ``accel.solvers.named``).
         attention: ``"auto"`` (Triton kernels on CUDA with triton, torch SDPA elsewhere), ``"torch"`` or
             ``"triton"`` to install accel's attention processors (text keys/values reused across steps);
             None leaves the model's processors alone.
@@ -150,7 +158,7 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
                 new_scheduler = fn(pipe, solver)
                 break
         else:
-            raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or class)")
+            raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or class) or a solver name")
     guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
     if guidance is not None and hasattr(guidance, "validate"):
         guidance.validate(pipe)

@@ -257,3 +257,22 @@ def _toca(spec: str, arg: str) -> Row:
     return Row(spec, f"accel token refresh every {interval}, {ratio:.0%} tokens",
                lambda pipe, cfg: accel.apply(pipe, cache=pol), accel.remove,
                config={"kind": "token_refresh", "interval": interval, "ratio": ratio})
+
+
+@row_kind("solver")
+def _solver(spec: str, arg: str) -> Row:
+    """A solver at its own step count: ``solver:NFE:NAME`` with NAME as in ``accel.solvers.named``
+    (``dpm++``, ``unipc``, ``v3:EMS_FILE``, ``dc:RATIO_FILE[:GUIDANCE]``; DC defaults to the bench's guidance)."""
+    nfe_s, _, name = arg.partition(":")
+    if not nfe_s.isdigit() or not name:
+        raise ValueError(f"bench method {spec!r}: write solver:NFE:NAME, e.g. solver:6:unipc")
+    nfe = int(nfe_s)
+
+    def attach(pipe, cfg):
+        full = name
+        if name.startswith("dc:") and name.count(":") == 1:
+            full = f"{name}:{cfg.guidance}"
+        accel.apply(pipe, solver=full)
+
+    return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
+               config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe})

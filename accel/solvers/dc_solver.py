@@ -46,6 +46,9 @@ class DCSolverScheduler(UniPCMultistepScheduler):
     Example:
         >>> from accel.solvers import DCSolverScheduler
         >>> pipe.scheduler = DCSolverScheduler.from_config(pipe.scheduler.config, dc_ratios=[1, 1, 1.03, 0.74, 1.2])  # doctest: +SKIP
+        >>> # or a file from `accel calibrate --method dc` (searched ratios, CPR for other NFE / guidance):
+        >>> accel.apply(pipe, solver=DCSolverScheduler.from_config(pipe.scheduler.config, dc_path="dc.json",
+        ...                                                         cpr_guidance_scale=4.5))  # doctest: +SKIP
     """
 
     @register_to_config
@@ -59,7 +62,8 @@ class DCSolverScheduler(UniPCMultistepScheduler):
                  steps_offset: int = 0, final_sigmas_type: str = "zero", rescale_betas_zero_snr: bool = False,
                  use_dynamic_shifting: bool = False, time_shift_type: str = "exponential", sigma_min=None,
                  sigma_max=None, shift_terminal=None, dc_order: int = 2, dc_ratios: list[float] | None = None,
-                 cpr_coefficients: list[float] | None = None, cpr_guidance_scale: float | None = None):
+                 cpr_coefficients: list[float] | None = None, cpr_guidance_scale: float | None = None,
+                 dc_path: str | None = None):
         super().__init__(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
                          beta_schedule=beta_schedule, trained_betas=trained_betas, solver_order=solver_order,
                          prediction_type=prediction_type, thresholding=thresholding,
@@ -76,6 +80,30 @@ class DCSolverScheduler(UniPCMultistepScheduler):
             raise ValueError("dc_order must be >= 1")
         self._dc_hist: list[list] = []
         self._ratios: list[float] = []
+        self.dc_file: dict | None = None
+        if dc_path is not None:
+            from accel.calibrate.dc import load_dc
+
+            self.dc_file = load_dc(dc_path)
+            if cpr_guidance_scale is None:
+                raise ValueError("a DC ratio file needs cpr_guidance_scale (the CFG scale of the calls)")
+
+    def check_model(self, denoiser) -> None:
+        """A clear error when the ratio file was calibrated on another model (``accel.apply`` calls this)."""
+        from accel.pipelines.families import fingerprint
+
+        made_for = (self.dc_file or {}).get("fingerprint")
+        if made_for is not None and made_for != fingerprint(denoiser):
+            raise ValueError(f"the DC ratio file {self.config.dc_path} was made for model {made_for!r}, not this one "
+                             f"({fingerprint(denoiser)!r}); run `accel calibrate --method dc` for it")
+
+    def _file_ratios(self, n: int) -> list[float]:
+        """Searched ratios when the file has this (NFE, guidance), else its CPR prediction."""
+        g = self.config.cpr_guidance_scale
+        for rec in self.dc_file["searched"]:
+            if rec["nfe"] == n and abs(rec["guidance"] - g) < 1e-6:
+                return list(rec["ratios"])
+        return cpr_ratios(self.dc_file["cpr_coefficients"], n, g)
 
     def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
         super().set_timesteps(num_inference_steps, device, *args, **kwargs)
@@ -88,6 +116,8 @@ class DCSolverScheduler(UniPCMultistepScheduler):
                 raise ValueError(f"dc_ratios has {len(r)} values for {n} steps: calibrate for this step count "
                                  "(or give cpr_coefficients)")
             self._ratios = r
+        elif self.dc_file is not None:
+            self._ratios = self._file_ratios(n)
         elif cfg.cpr_coefficients is not None:
             if cfg.cpr_guidance_scale is None:
                 raise ValueError("cpr_coefficients need cpr_guidance_scale (the CFG scale of the calls)")

@@ -1,0 +1,66 @@
+"""Solvers by name, for ``accel.apply(pipe, solver="...")``, the CLI and the bench.
+
+Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers), ``v3:EMS_FILE``
+(DPM-Solver-v3 with statistics from ``accel calibrate --method ems``), ``dc:RATIO_FILE:GUIDANCE``
+(DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale).
+Every scheduler is built from the pipeline's own scheduler config, so the noise schedule and the
+prediction type (epsilon, v, flow) carry over.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+_NAMED: dict[str, Callable] = {}
+
+
+def named_solver(prefix: str):
+    """Register ``fn(pipe, arg) -> scheduler`` for solver names ``prefix`` or ``prefix:ARG``."""
+    def deco(fn):
+        _NAMED[prefix] = fn
+        return fn
+    return deco
+
+
+def solver_names() -> list[str]:
+    return sorted(_NAMED)
+
+
+def solver_from_name(pipe, name: str):
+    """A scheduler instance for ``name`` on ``pipe`` (see the module docstring for the names)."""
+    kind, _, arg = name.partition(":")
+    if kind not in _NAMED:
+        raise ValueError(f"unknown solver {name!r}; known: {', '.join(solver_names())}")
+    return _NAMED[kind](pipe, arg)
+
+
+@named_solver("dpm++")
+def _dpmpp(pipe, arg: str):
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
+
+
+@named_solver("unipc")
+def _unipc(pipe, arg: str):
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler.from_config(pipe.scheduler.config, solver_type="bh2", solver_order=2)
+
+
+@named_solver("v3")
+def _v3(pipe, arg: str):
+    from .dpm_solver_v3 import DPMSolverV3Scheduler
+
+    if not arg:
+        raise ValueError("solver 'v3' needs its statistics file: 'v3:EMS_FILE' (from `accel calibrate --method ems`)")
+    return DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path=arg)
+
+
+@named_solver("dc")
+def _dc(pipe, arg: str):
+    from .dc_solver import DCSolverScheduler
+
+    path, _, g = arg.rpartition(":")
+    if not path or not g:
+        raise ValueError("solver 'dc' needs 'dc:RATIO_FILE:GUIDANCE' (ratios from `accel calibrate --method dc`)")
+    return DCSolverScheduler.from_config(pipe.scheduler.config, dc_path=path, cpr_guidance_scale=float(g))
