@@ -7,6 +7,7 @@ so a new method registers itself instead of editing this file.
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,13 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
     if guidance is not None and hasattr(guidance, "validate"):
         guidance.validate(pipe)
+    extra_defaults = getattr(new_scheduler, "accel_call_defaults", None)  # e.g. one-step presets
+    one_step = _is_one_step(pipe, extra_defaults)
+    if one_step and (policy is not None or guidance_fn is not None):
+        what = " and ".join(n for n, v in (("caching", policy), ("guidance", guidance_fn)) if v is not None)
+        warnings.warn(f"{what} on a one-step pipeline is pointless (one denoiser call, no CFG batch): accel leaves "
+                      "it out and attaches nothing to the denoiser", stacklevel=2)
+        policy = guidance_fn = None
     if pipe in _HANDLES:
         remove(pipe)
 
@@ -175,12 +183,17 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         policy.bind(len(blocks), len(layout.component_names))
     if getattr(policy, "keeps_inputs", False) and attention is None:
         attention = "auto"  # token refresh recomputes attention rows through accel's processor
-    for i, r in enumerate(refs):
-        handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
-    handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
+    if not one_step:  # a one-step pipeline gets no hooks at all: nothing to reuse, nothing to slow down
+        for i, r in enumerate(refs):
+            handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
+        handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
     if new_scheduler is not None:
         handle.old_scheduler = pipe.scheduler
         pipe.scheduler = new_scheduler
+    if extra_defaults:
+        old = pipe.__dict__.get("accel_defaults", _MISSING)
+        pipe.accel_defaults = {**(old if old is not _MISSING else {}), **extra_defaults}
+        handle.cleanups.append(lambda: _restore_defaults(pipe, old))
     _HANDLES[pipe] = handle
     try:
         if attention is not None:
@@ -191,6 +204,21 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         remove(pipe)  # never leave a half-applied pipeline
         raise
     return pipe
+
+
+_MISSING = object()
+
+
+def _is_one_step(pipe, extra_defaults: dict | None) -> bool:
+    defaults = {**getattr(pipe, "accel_defaults", {}), **(extra_defaults or {})}
+    return defaults.get("num_inference_steps") == 1
+
+
+def _restore_defaults(pipe, old) -> None:
+    if old is _MISSING:
+        pipe.__dict__.pop("accel_defaults", None)
+    else:
+        pipe.accel_defaults = old
 
 
 def _install_attention(handle: AccelHandle, backend: str) -> None:

