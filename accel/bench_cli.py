@@ -37,11 +37,22 @@ def _run(a) -> None:
     print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
 
 
+def _usage(kind: str, fn) -> str:
+    """A row kind's syntax: the first ``literal`` of its docstring, else its bare name."""
+    import re
+
+    m = re.search(r"``([^`]+)``", fn.__doc__ or "")
+    return m.group(1) if m and m.group(1).startswith(kind) else kind
+
+
 def add_bench_parser(sub) -> None:
+    from .bench.rows import ROW_KINDS
+
+    kinds = ", ".join(_usage(k, fn) for k, fn in sorted(ROW_KINDS.items()))
     s = sub.add_parser("bench", help="quality vs measured latency of accel methods and peers, one run")
     s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")
     s.add_argument("--methods", default="plain,uniform:2,uniform:3,fbcache:0.3",
-                   help="comma-separated rows: plain, uniform:K, schedule:FILE, fbcache:THRESHOLD, taylorseer:INTERVAL, magcache:THRESHOLD, dbcache:THRESHOLD[:Fn:Bn:WARMUP] (cache-dit)")
+                   help=f"comma-separated rows. Kinds: {kinds}".replace("%", "%%"))
     s.add_argument("--prompts", help="a text file, one prompt per line (default: held-out reference prompts)")
     s.add_argument("--num-images", type=int, default=100)
     s.add_argument("--steps", type=int, default=20)

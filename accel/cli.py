@@ -74,13 +74,15 @@ def cmd_generate(a) -> None:
 
     pipe = _load(a.pipeline)
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
-    cache = parse_cache(a.cache, pipe, a.steps)
+    call = dict(getattr(pipe, "accel_defaults", {}))  # a one-step pipeline's defaults fix steps and guidance
+    for key, value, default in (("num_inference_steps", a.steps, 20), ("guidance_scale", a.guidance, 4.5)):
+        call[key] = value if value is not None else call.get(key, default)
+    cache = parse_cache(a.cache, pipe, call["num_inference_steps"])
     accel.apply(pipe, cache=cache)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = a.prompt or ["a photo of a sneaker"]
-    result = pipe(prompts, num_inference_steps=a.steps, guidance_scale=a.guidance,
-                  generator=torch.Generator().manual_seed(a.seed), **getattr(pipe, "accel_defaults", {}))
+    result = pipe(prompts, generator=torch.Generator().manual_seed(a.seed), **call)
     for i, img in enumerate(result.images):
         img.save(out / f"{i:03d}.png")
     print(accel.stats(pipe))
@@ -97,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("generate", help="generate images with an (accelerated) pipeline")
     s.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="reference name or local pipeline folder")
     s.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--guidance", type=float, default=4.5)
+    s.add_argument("--steps", type=int, help="num_inference_steps (default: the pipeline's, else 20)")
+    s.add_argument("--guidance", type=float, help="guidance_scale (default: the pipeline's, else 4.5)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", help="schedule JSON, 'full' or 'uniform:K'")
     s.add_argument("--out", default="outputs/generate")

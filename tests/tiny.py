@@ -177,3 +177,18 @@ def tiny_text_pixart(seed: int = 0):
                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 8), norm_num_groups=4,
                         sample_size=32)
     return PixArtAlphaPipeline(tokenizer=tok, text_encoder=enc, vae=vae, transformer=tr, scheduler=eps_scheduler())
+
+
+def tiny_text_pixart_flow(seed: int = 0):
+    """The same, as a rectified-flow PixArtSigmaPipeline (the shape of ``pixart-flow``), with its call defaults."""
+    from diffusers import PixArtSigmaPipeline
+
+    from accel.pipelines.components import flow_scheduler
+    from accel.pipelines.reference import CALL_DEFAULTS
+
+    p = tiny_text_pixart(seed)
+    pipe = PixArtSigmaPipeline(tokenizer=p.tokenizer, text_encoder=p.text_encoder, vae=p.vae, transformer=p.transformer,
+                               scheduler=flow_scheduler())
+    pipe.accel_defaults = dict(CALL_DEFAULTS)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -116,6 +116,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     for row in rows:
         bar.set_postfix(row=row.name)
         row.attach(pipe, cfg)
+        _, den = find_denoiser(pipe)  # a row may swap the denoiser (one-step students)
         timer = _DenoiseTimer()
         HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
         try:

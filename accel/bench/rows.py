@@ -43,11 +43,13 @@ def make_row(spec: str) -> Row:
 
 @row_kind("plain")
 def _plain(spec: str, arg: str) -> Row:
+    """The pipeline as it is: ``plain``."""
     return Row(spec, "plain pipeline", lambda pipe, cfg: None, lambda pipe: None, config={"kind": "plain"})
 
 
 @row_kind("uniform")
 def _uniform(spec: str, arg: str) -> Row:
+    """accel's uniform schedule (compute every K-th step): ``uniform:K``."""
     k = int(arg or 2)
     return Row(spec, f"accel uniform every {k}",
                lambda pipe, cfg: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, cfg.steps, k)),
@@ -56,6 +58,7 @@ def _uniform(spec: str, arg: str) -> Row:
 
 @row_kind("schedule")
 def _schedule(spec: str, arg: str) -> Row:
+    """A schedule file (BAC, ECAD, ...): ``schedule:FILE``."""
     path = Path(arg)
     if not path.exists():
         raise FileNotFoundError(f"schedule file {arg!r} not found")
@@ -90,6 +93,7 @@ def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], N
 
 @row_kind("fbcache")
 def _fbcache(spec: str, arg: str) -> Row:
+    """diffusers FirstBlockCache: ``fbcache:THRESHOLD``."""
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
     from diffusers.hooks import first_block_cache as fbc
 
@@ -166,7 +170,7 @@ def _magcache(spec: str, arg: str) -> Row:
 
 @row_kind("dbcache")
 def _dbcache(spec: str, arg: str) -> Row:
-    """cache-dit DBCache (optional extra ``accel[peers]``): ``dbcache:THRESHOLD[:Fn:Bn:WARMUP]``.
+    """cache-dit DBCache ``dbcache:THRESHOLD[:Fn:Bn:WARMUP]`` (optional extra accel[peers]).
 
     Defaults for small block counts: F1B0 (cache-dit's own default Fn=8 asserts on models with fewer
     blocks), its default warm-up of 8 steps. cache-dit patches the pipeline class while enabled, so the
@@ -276,3 +280,27 @@ def _solver(spec: str, arg: str) -> Row:
 
     return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
                config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe})
+
+
+@row_kind("onestep")
+def _onestep(spec: str, arg: str) -> Row:
+    """A one-step student in place of the pipeline's transformer: ``onestep[:DIR]`` (default: the shipped
+    ``pixart-onestep`` weights); 1 step, no CFG."""
+    from ..pipelines.components import WEIGHTS_DIR
+
+    path = Path(arg) if arg else WEIGHTS_DIR / "pixart-onestep"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no one-step student in {path}; make one with `accel distill --transformer-only`")
+    saved: dict = {}
+
+    def attach(pipe, cfg):
+        student = type(pipe.transformer).from_pretrained(path, torch_dtype=pipe.transformer.dtype)
+        saved["transformer"] = pipe.transformer
+        pipe.transformer = student.eval()
+
+    def detach(pipe):
+        pipe.transformer = saved.pop("transformer")
+
+    return Row(spec, f"one-step student ({path.name}), 1 step", attach, detach,
+               config={"kind": "onestep", "path": str(path)},
+               call_kwargs={"num_inference_steps": 1, "guidance_scale": 1.0})
