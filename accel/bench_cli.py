@@ -22,11 +22,13 @@ def _run(a) -> None:
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
-                      quality_only=a.quality_only)
+                      quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
         raise CLIError(str(e)) from None
+    if not results:  # another process of `accelerate launch`: rank 0 writes
+        return
     table = (Path(a.out) / "results.md").read_text()
     print(table)
     if a.readme_section:
@@ -61,6 +63,9 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--batch", type=int, default=25)
     s.add_argument("--no-effnet", action="store_true", help="skip fd_effnet (the slowest metric)")
     s.add_argument("--quality-only", action="store_true", help="leave latency out of the table")
+    s.add_argument("--full-size", action="store_true",
+                   help="also time every row on a full-size PixArt-alpha-shaped transformer (28 x 1152, bf16; slow on CPU)")
+    s.add_argument("--full-size-repeats", type=int, default=1)
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from accel.dist import rank_world
+
 import accel
 from accel.pipelines.families import find_denoiser, fingerprint, layout_of
 
@@ -56,15 +58,6 @@ class ECADConfig:
 
 def _key(bits: np.ndarray) -> str:
     return hashlib.sha1(np.packbits(bits.astype(np.uint8)).tobytes()).hexdigest()
-
-
-def _dist():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        torch.distributed.init_process_group("gloo")
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class ScheduleEvaluator:
@@ -170,7 +163,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     from pymoo.operators.mutation.bitflip import BitflipMutation
     from pymoo.problems.static import StaticProblem
 
-    rank, world = _dist()
+    rank, world = rank_world()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
@@ -250,10 +243,11 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
         bar.update(1)
         bar.set_postfix(front=len(opt), best=f"{opt[:, 0].min():.3f}@{opt[opt[:, 0].argmin(), 1]:.2f}")
     bar.close()
-    return _write_front(algorithm, ev, out, cfg, rank, cache)
+    return _write_front(algorithm, ev, out, cfg, rank, cache, world)
 
 
-def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, rank: int, cache: dict) -> ECADResult:
+def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, rank: int, cache: dict,
+                 world: int = 1) -> ECADResult:
     opt = algorithm.opt
     X, F = opt.get("X").astype(bool), opt.get("F")
     order = np.argsort(F[:, 1])
@@ -274,7 +268,8 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
             if rec is not None:
                 seeds.append({"label": f"uniform {k}", "macs_fraction": rec["macs_fraction"],
                               "quality_loss": rec["quality_loss"]})
-        (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "front": front, "seeds": seeds}, indent=1))
+        (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "processes": world, "front": front,
+                                                  "seeds": seeds}, indent=1))
         _plot(front, out / "front.png", seeds)
     return ECADResult(front, str(out))
 

@@ -43,3 +43,52 @@ def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, caps
     assert rows["bac:1.1"]["config"]["updates_per_component"] >= 1
     for f in ("results.md", "pareto.png", "grid.png"):
         assert (tmp_path / f).stat().st_size > 0
+
+
+@needs_metrics
+def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
+    import functools
+
+    from accel.bench import shapes
+
+    small = functools.partial(shapes.pixart_alpha_shaped, num_layers=2, num_attention_heads=2, attention_head_dim=8,
+                              cross_attention_dim=16)
+    monkeypatch.setattr(shapes, "pixart_alpha_shaped", small)  # the full-size model is minutes per call on a CPU
+    methods = "plain,stack:solver:3:unipc+uniform:2+apg:4.5,bac:1.1"
+    assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
+                 "--steps", "6", "--no-effnet", "--full-size", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    plain, stack, _ = res["rows"]
+    # 3 of 6 steps, and the cache skips components on top (embeddings and the final layer always run)
+    assert stack["macs_per_image"] < 0.95 * plain["macs_per_image"] * 3 / 6
+    assert [p["kind"] for p in stack["config"]["parts"]] == ["solver", "uniform", "apg"]
+    full = {r["method"]: r for r in res["full_size"]}
+    assert full["plain"]["speedup_denoise"] == pytest.approx(1.0)
+    assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["latency_denoise"] > 0
+    assert "skipped" in full["bac:1.1"]  # calibrates on prompts: the random-weight model has no text encoder
+    assert "Full-size latency" in (tmp_path / "results.md").read_text()
+
+
+def test_bad_stack_is_a_clear_error(folder, capsys):
+    assert main(["bench", "--pipeline", str(folder), "--methods", "plain,stack:uniform:2+uniform:3"]) == 2
+    assert "one of each at most" in capsys.readouterr().err
+
+
+@needs_metrics
+def test_two_processes_give_the_numbers_of_one(folder, tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("accelerate")
+    args = ["bench", "--pipeline", str(folder), "--methods", "plain,uniform:2", "--num-images", "8", "--batch", "2",
+            "--steps", "4", "--no-effnet", "--quality-only"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel.cli", *args, "--out", str(tmp_path / "two")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["config"]["processes"] == 2
+    for a, b in zip(one["rows"], two["rows"]):
+        for key in ("fd_domain", "alignment", "ssim", "clipping"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)

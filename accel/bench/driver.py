@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.data import eval_prompts, label_of_prompt
 from ..pipelines.families import find_denoiser
+from ..dist import gather, rank_world
 from .rows import Row, make_row
 
 TIMER_HOOK = "accel.bench.timer"
@@ -58,6 +59,8 @@ class BenchConfig:
     out: str = "outputs/bench"
     fd_effnet: bool = True
     quality_only: bool = False  # the table leaves out latency (e.g. when other jobs share the machine)
+    full_size: bool = False  # also time every row on a full-size PixArt-alpha-shaped transformer
+    full_size_repeats: int = 1
     extra: dict = field(default_factory=dict)
 
 
@@ -66,20 +69,24 @@ def _call_args(pipe, row: Row, cfg: BenchConfig) -> dict:
             **row.call_kwargs}
 
 
-def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar) -> tuple[torch.Tensor, list, list]:
-    images, e2e, den = [], [], []
+def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar, rank: int = 0,
+              world: int = 1) -> tuple[torch.Tensor, list, list]:
+    """Images of every prompt (batch i seeded with seed + i); with several processes each generates
+    the batches i = rank (mod world) and all get every image, so the numbers equal one process's."""
+    mine = []
     for i, b in enumerate(range(0, len(prompts), cfg.batch)):
+        if i % world != rank:
+            continue
         chunk = prompts[b : b + cfg.batch]
         row.before_call(pipe)
         timer.start()
         t = time.perf_counter()
         out = pipe(chunk, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
                    **_call_args(pipe, row, cfg)).images
-        e2e.append((time.perf_counter() - t) / len(chunk))
-        den.append(timer.seconds / len(chunk))
-        images.append(out.float().cpu())
-        bar.update(len(chunk))
-    return torch.cat(images), e2e, den
+        mine.append((i, out.float().cpu(), (time.perf_counter() - t) / len(chunk), timer.seconds / len(chunk)))
+        bar.update(len(chunk) * world)
+    parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
+    return torch.cat([p[1] for p in parts]), [p[2] for p in parts], [p[3] for p in parts]
 
 
 def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> float:
@@ -95,7 +102,6 @@ def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> floa
 
 def run_bench(cfg: BenchConfig) -> list[dict]:
     """Run every row of ``cfg``; write results.json, results.md, pareto.png and grid.png to ``cfg.out``."""
-    from .. import metrics
     from ..pipelines import load_pipeline
 
     rows = [make_row(m) for m in cfg.methods]
@@ -108,11 +114,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         labels = [label_of_prompt(p) for p in prompts]
     else:
         prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
-    _, den = find_denoiser(pipe)
+    rank, world = rank_world()
+    if world > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // world))
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, all_images = [], {}
-    bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img")
+    bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img", disable=rank > 0)
     for row in rows:
         bar.set_postfix(row=row.name)
         row.attach(pipe, cfg)
@@ -124,39 +132,110 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             pipe(prompts[: cfg.batch], output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                  **_call_args(pipe, row, cfg))
             bar.update(cfg.batch)
-            imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar)
-            macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))])
+            imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
+            macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
         finally:
             HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
             row.detach(pipe)
+        if rank > 0:
+            continue  # metrics and outputs are rank 0's
         all_images[row.name] = imgs
-        r = {"method": row.name, "label": row.label, "peer": row.peer, "config": row.config,
-             "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn), "macs_per_image": macs}
-        known = [i for i, l in enumerate(labels) if l is not None]
-        r["alignment"] = metrics.alignment(imgs[known], [labels[i] for i in known]) if known else None
-        r["fd_domain"] = metrics.fd_domain(imgs)
-        r["fd_effnet"] = metrics.fd_effnet(imgs) if cfg.fd_effnet else None
-        plain = all_images["plain"]
-        r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
-        r["ssim"] = metrics.ssim(imgs, plain)
-        clip = metrics.clipping(imgs)
-        # the saturated share (>= 0.995): Fashion-MNIST's black background fills the low end in every row
-        r["clipping"], r["clipping_both_ends"], r["mean_intensity"] = clip["clipped_high"], clip["clipped"], clip["mean"]
-        results.append(r)
+        results.append(_row_result(row, imgs, labels, all_images["plain"], e2e, dn, macs, cfg))
     bar.close()
+    if rank > 0:
+        return []
     base = results[0]
     for r in results:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
-            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads()}
-    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results}, indent=1, default=str))
-    (out_dir / "results.md").write_text(to_markdown(results, meta, cfg.quality_only))
+            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world}
+    full = full_size_latency(rows, cfg) if cfg.full_size else None
+    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": full}, indent=1,
+                                                     default=str))
+    md = to_markdown(results, meta, cfg.quality_only)
+    if full is not None:
+        md += "\n" + full_size_markdown(full, cfg)
+    (out_dir / "results.md").write_text(md)
     from .plots import grid_png, pareto_png
 
     pareto_png(results, out_dir / "pareto.png")
     grid_png(all_images, out_dir / "grid.png")
     return results
+
+
+def _row_result(row: Row, imgs, labels, plain, e2e, dn, macs, cfg: BenchConfig) -> dict:
+    from .. import metrics
+
+    r = {"method": row.name, "label": row.label, "peer": row.peer, "config": row.config,
+         "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn), "macs_per_image": macs}
+    known = [i for i, l in enumerate(labels) if l is not None]
+    r["alignment"] = metrics.alignment(imgs[known], [labels[i] for i in known]) if known else None
+    r["fd_domain"] = metrics.fd_domain(imgs)
+    r["fd_effnet"] = metrics.fd_effnet(imgs) if cfg.fd_effnet else None
+    r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
+    r["ssim"] = metrics.ssim(imgs, plain)
+    clip = metrics.clipping(imgs)
+    # the saturated share (>= 0.995): Fashion-MNIST's black background fills the low end in every row
+    r["clipping"], r["clipping_both_ends"], r["mean_intensity"] = clip["clipped_high"], clip["clipped"], clip["mean"]
+    return r
+
+
+def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
+    """Per row, the wall clock of one call of a PixArt-alpha-shaped pipeline (28 x 1152, 256 tokens, bf16,
+    random weights) at the bench's steps and guidance, after one warm-up call of the plain pipeline.
+    Rows that need the real model (calibration on prompts, files made for it, students) are skipped."""
+    from .shapes import pixart_alpha_shaped, pixart_alpha_shaped_inputs
+
+    pipe = pixart_alpha_shaped()
+    pipe(**pixart_alpha_shaped_inputs(steps=2, guidance=cfg.guidance))  # warm-up (allocations, kernels)
+    out = []
+    for row in tqdm(rows, desc="full-size latency"):
+        entry = {"method": row.name, "label": row.label, "peer": row.peer}
+        if not row.full_size:
+            out.append({**entry, "skipped": "not applicable to a random-weight model"})
+            continue
+        try:
+            row.attach(pipe, cfg)
+        except Exception as e:  # noqa: BLE001 - a row that needs the real model: say which and why
+            out.append({**entry, "skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
+            continue
+        timer = _DenoiseTimer()
+        HookRegistry.check_if_exists_or_initialize(pipe.transformer).register_hook(timer, TIMER_HOOK)
+        try:
+            e2e, dn = [], []
+            for _ in range(cfg.full_size_repeats):
+                kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance), **row.call_kwargs}
+                row.before_call(pipe)
+                timer.start()
+                t = time.perf_counter()
+                pipe(**kw)
+                e2e.append(time.perf_counter() - t)
+                dn.append(timer.seconds)
+        finally:
+            HookRegistry.check_if_exists_or_initialize(pipe.transformer).remove_hook(TIMER_HOOK, recurse=False)
+            row.detach(pipe)
+        out.append({**entry, "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn)})
+    base = out[0]
+    for r in out:
+        if "latency_denoise" in r and "latency_denoise" in base:
+            r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"]
+            r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
+    return out
+
+
+def full_size_markdown(full: list[dict], cfg: BenchConfig) -> str:
+    md = (f"Full-size latency: PixArt-alpha-shaped transformer (28 blocks, width 1152, 256 tokens, bf16, random "
+          f"weights), batch 1, {cfg.steps} steps, guidance {cfg.guidance}, median of {cfg.full_size_repeats}\n\n"
+          "| method | denoise s/call | speed-up (denoise) | e2e s/call | speed-up (e2e) |\n|---|---|---|---|---|\n")
+    for r in full:
+        name = r["label"] + (" (peer)" if r["peer"] else "")
+        if "skipped" in r:
+            md += f"| {name} | skipped: {r['skipped']} | | | |\n"
+        else:
+            md += (f"| {name} | {r['latency_denoise']:.2f} | {_f(r.get('speedup_denoise'), '{:.2f}x')} | "
+                   f"{r['latency_e2e']:.2f} | {_f(r.get('speedup_e2e'), '{:.2f}x')} |\n")
+    return md
 
 
 def _f(x, fmt: str) -> str:

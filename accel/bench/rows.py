@@ -22,6 +22,7 @@ class Row:
     peer: bool = False
     config: dict | None = None
     call_kwargs: dict = field(default_factory=dict)  # per-row pipeline call arguments (e.g. guidance_scale)
+    full_size: bool = True  # meaningful on a random-weight full-size model (not for trained students)
 
 
 ROW_KINDS: dict[str, Callable[[str, str], Row]] = {}
@@ -204,13 +205,14 @@ def _cfg(spec: str, arg: str) -> Row:
 
 @row_kind("apg")
 def _apg(spec: str, arg: str) -> Row:
-    """APG: ``apg:W[:ETA:MOMENTUM:R]`` (R = 0 disables the norm threshold)."""
+    """APG: ``apg:W[:ETA:MOMENTUM:R]`` (accel.APG's defaults for what is left out; R = 0: no norm threshold)."""
     parts = [float(x) for x in arg.split(":")]
     w = parts[0]
-    eta, mom, r = (parts[1:] + [0.0, -0.5, 15.0][len(parts) - 1 :])[:3]
+    d = accel.APG(w)
+    eta, mom, r = (parts[1:] + [d.eta, d.momentum, d.norm_threshold or 0.0][len(parts) - 1 :])[:3]
     g = accel.APG(w, eta=eta, momentum=mom, norm_threshold=r or None)
     return Row(spec, f"APG {w:g} (eta {eta:g}, beta {mom:g}, r {r:g})", lambda pipe, cfg: accel.apply(pipe, guidance=g),
-               accel.remove, config={"kind": "apg", "scale": w, "eta": eta, "momentum": mom, "norm_threshold": r},
+               accel.remove, config={"kind": "apg", "scale": w, "eta": eta, "momentum": mom, "norm_threshold": r, "method": g},
                call_kwargs={"guidance_scale": w})
 
 
@@ -222,7 +224,7 @@ def _facfg(spec: str, arg: str) -> Row:
     cut = parts[2] if len(parts) > 2 else 0.5
     g = accel.FrequencyAwareCFG(lo, hi, cut)
     return Row(spec, f"FA-CFG low {lo:g} high {hi:g}", lambda pipe, cfg: accel.apply(pipe, guidance=g), accel.remove,
-               config={"kind": "facfg", "scale_low": lo, "scale_high": hi, "cutoff": cut},
+               config={"kind": "facfg", "scale_low": lo, "scale_high": hi, "cutoff": cut, "method": g},
                call_kwargs={"guidance_scale": max(lo, hi, 1.01)})
 
 
@@ -266,20 +268,29 @@ def _toca(spec: str, arg: str) -> Row:
 @row_kind("solver")
 def _solver(spec: str, arg: str) -> Row:
     """A solver at its own step count: ``solver:NFE:NAME`` with NAME as in ``accel.solvers.named``
-    (``dpm++``, ``unipc``, ``v3:EMS_FILE``, ``dc:RATIO_FILE[:GUIDANCE]``; DC defaults to the bench's guidance)."""
+    (``dpm++``, ``unipc``, ``v3[:EMS_FILE]``, ``dc[:RATIO_FILE][:GUIDANCE]``; files default to the ones shipped
+    for the reference pipelines, DC's guidance to the bench's)."""
     nfe_s, _, name = arg.partition(":")
     if not nfe_s.isdigit() or not name:
         raise ValueError(f"bench method {spec!r}: write solver:NFE:NAME, e.g. solver:6:unipc")
     nfe = int(nfe_s)
 
     def attach(pipe, cfg):
-        full = name
-        if name.startswith("dc:") and name.count(":") == 1:
-            full = f"{name}:{cfg.guidance}"
-        accel.apply(pipe, solver=full)
+        accel.apply(pipe, solver=_solver_name(name, cfg))
 
     return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
                config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe})
+
+
+def _solver_name(name: str, cfg) -> str:
+    """DC-Solver serves the bench's guidance unless the name gives one."""
+    if name.split(":")[0] == "dc":
+        last = name.rsplit(":", 1)[-1]
+        try:
+            float(last)
+        except ValueError:
+            return f"{name}:{cfg.guidance}"
+    return name
 
 
 @row_kind("onestep")
@@ -302,5 +313,40 @@ def _onestep(spec: str, arg: str) -> Row:
         pipe.transformer = saved.pop("transformer")
 
     return Row(spec, f"one-step student ({path.name}), 1 step", attach, detach,
-               config={"kind": "onestep", "path": str(path)},
+               config={"kind": "onestep", "path": str(path)}, full_size=False,
                call_kwargs={"num_inference_steps": 1, "guidance_scale": 1.0})
+
+
+@row_kind("stack")
+def _stack(spec: str, arg: str) -> Row:
+    """Solver, cache and guidance together: ``stack:PART+PART...`` with parts ``solver:NFE:NAME``,
+    ``uniform:K`` or ``schedule:FILE``, and ``apg:W[...]`` or ``facfg:WL:WH[:CUT]`` (one of each kind at most),
+    e.g. ``stack:solver:8:dc+uniform:2+apg:4.5``; the cache is laid over the solver's step count."""
+    parts = [p for p in arg.split("+") if p]
+    kinds = [p.partition(":")[0] for p in parts]
+    if not parts or any(k not in ("solver", "uniform", "schedule", "apg", "facfg") for k in kinds) \
+            or kinds.count("uniform") + kinds.count("schedule") > 1 or kinds.count("apg") + kinds.count("facfg") > 1 \
+            or kinds.count("solver") > 1:
+        raise ValueError(f"bench method {spec!r}: write stack:solver:NFE:NAME+uniform:K+apg:W (one of each at most)")
+    subrows = {k: make_row(p) for k, p in zip(kinds, parts)}
+    call: dict = {}
+    for r in subrows.values():
+        call.update(r.call_kwargs)
+
+    def attach(pipe, cfg):
+        steps = call.get("num_inference_steps", cfg.steps)
+        kw: dict = {}
+        if "solver" in subrows:
+            kw["solver"] = _solver_name(subrows["solver"].config["solver"], cfg)
+        if "uniform" in subrows:
+            kw["cache"] = accel.CacheSchedule.uniform(pipe, steps, subrows["uniform"].config["interval"])
+        if "schedule" in subrows:
+            kw["cache"] = subrows["schedule"].config["path"]
+        for g in ("apg", "facfg"):
+            if g in subrows:
+                kw["guidance"] = subrows[g].config["method"]
+        accel.apply(pipe, **kw)
+
+    label = " + ".join(r.label for r in subrows.values())
+    return Row(spec, f"stack: {label}", attach, accel.remove, call_kwargs=call,
+               config={"kind": "stack", "parts": [r.config for r in subrows.values()]})

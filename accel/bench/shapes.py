@@ -4,18 +4,19 @@ from __future__ import annotations
 import torch
 
 
-def pixart_alpha_shaped(dtype: torch.dtype = torch.bfloat16, seed: int = 0):
+def pixart_alpha_shaped(dtype: torch.dtype = torch.bfloat16, seed: int = 0, **overrides):
     """A ``PixArtAlphaPipeline`` with a PixArt-alpha-XL-shaped transformer: 28 blocks, width 1152
     (16 heads x 72), patch 2 on 32x32 latents = 256 tokens, caption_channels 4096 (T5-XXL width).
-    Random weights; no text encoder (pass ``prompt_embeds``); a tiny VAE so the denoiser dominates."""
+    Random weights; no text encoder (pass ``prompt_embeds``); a tiny VAE so the denoiser dominates.
+    ``overrides`` change transformer config entries (tests shrink it)."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
 
     torch.manual_seed(seed)
-    tr = PixArtTransformer2DModel(
-        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-        cross_attention_dim=1152, caption_channels=4096, sample_size=32, patch_size=2, norm_type="ada_norm_single",
-        norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False,
-    ).to(dtype).eval()
+    config = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+                  cross_attention_dim=1152, caption_channels=4096, sample_size=32, patch_size=2,
+                  norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+                  use_additional_conditions=False)
+    tr = PixArtTransformer2DModel(**{**config, **overrides}).to(dtype).eval()
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 16), norm_num_groups=8,
                         sample_size=64).to(dtype).eval()

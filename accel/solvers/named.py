@@ -1,8 +1,9 @@
 """Solvers by name, for ``accel.apply(pipe, solver="...")``, the CLI and the bench.
 
-Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers), ``v3:EMS_FILE``
-(DPM-Solver-v3 with statistics from ``accel calibrate --method ems``), ``dc:RATIO_FILE:GUIDANCE``
-(DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale),
+Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers), ``v3[:EMS_FILE]``
+(DPM-Solver-v3 with statistics from ``accel calibrate --method ems``), ``dc[:RATIO_FILE]:GUIDANCE``
+(DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale); on the
+reference pipelines the files default to the ones shipped with accel,
 ``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.distill.presets``).
 Every scheduler is built from the pipeline's own scheduler config, so the noise schedule and the
 prediction type (epsilon, v, flow) carry over.
@@ -48,23 +49,41 @@ def _unipc(pipe, arg: str):
     return UniPCMultistepScheduler.from_config(pipe.scheduler.config, solver_type="bh2", solver_order=2)
 
 
+def shipped_file(pipe, kind: str) -> str | None:
+    """The statistics (``ems``) or ratio (``dc``) file shipped for a reference pipeline, if any."""
+    from accel.pipelines.components import WEIGHTS_DIR
+
+    ref = getattr(pipe, "accel_reference", None)
+    path = WEIGHTS_DIR / "solvers" / (f"ems-{ref}.safetensors" if kind == "ems" else f"dc-{ref}.json")
+    return str(path) if ref and path.exists() else None
+
+
 @named_solver("v3")
 def _v3(pipe, arg: str):
     from .dpm_solver_v3 import DPMSolverV3Scheduler
 
-    if not arg:
+    path = arg or shipped_file(pipe, "ems")
+    if not path:
         raise ValueError("solver 'v3' needs its statistics file: 'v3:EMS_FILE' (from `accel calibrate --method ems`)")
-    return DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path=arg)
+    return DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path=path)
 
 
 @named_solver("dc")
 def _dc(pipe, arg: str):
     from .dc_solver import DCSolverScheduler
 
-    path, _, g = arg.rpartition(":")
-    if not path or not g:
-        raise ValueError("solver 'dc' needs 'dc:RATIO_FILE:GUIDANCE' (ratios from `accel calibrate --method dc`)")
-    return DCSolverScheduler.from_config(pipe.scheduler.config, dc_path=path, cpr_guidance_scale=float(g))
+    parts = arg.split(":") if arg else []
+    try:
+        g = float(parts[-1]) if parts else None
+    except ValueError:
+        g = None
+    if g is not None:
+        parts = parts[:-1]
+    path = ":".join(parts) or shipped_file(pipe, "dc")
+    if not path or g is None:
+        raise ValueError("solver 'dc' needs 'dc:RATIO_FILE:GUIDANCE' (ratios from `accel calibrate --method dc`; "
+                         "the file may be left out on the reference pipelines: 'dc:4.5')")
+    return DCSolverScheduler.from_config(pipe.scheduler.config, dc_path=path, cpr_guidance_scale=g)
 
 
 @named_solver("onestep")

@@ -1,0 +1,25 @@
+"""Process groups for work spread with ``accelerate launch`` (torch.distributed; gloo on CPU)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size); joins the process group ``accelerate launch`` prepared, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("gloo")
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather(obj, world: int) -> list:
+    """Every process's ``obj``, in rank order (just ``[obj]`` in a single process)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
