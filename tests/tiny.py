@@ -144,13 +144,8 @@ def tiny_sdxl(seed: int = 0):
 
 
 def sdxl_inputs(batch: int = 1, steps: int = 4, guidance: float = 0.0, seed: int = 0, size: int = 16) -> dict:
-    g = torch.Generator().manual_seed(seed + 1000)
-    kw = dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
-              num_inference_steps=steps, guidance_scale=guidance, height=size, width=size, output_type="pt",
-              generator=torch.Generator().manual_seed(seed))
-    if guidance > 1:
-        kw.update(negative_prompt_embeds=torch.zeros(batch, 5, 32), negative_pooled_prompt_embeds=torch.zeros(batch, 16))
-    return kw
+    """SDXL takes the same embeddings as SD3 (sequence and pooled)."""
+    return sd3_inputs(batch, steps, guidance, seed, size)
 
 
 BUILDERS = {"pixart": (tiny_pixart, pixart_inputs), "dit": (tiny_dit, dit_inputs), "flux": (tiny_flux, flux_inputs),
