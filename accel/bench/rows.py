@@ -23,6 +23,7 @@ class Row:
     config: dict | None = None
     call_kwargs: dict = field(default_factory=dict)  # per-row pipeline call arguments (e.g. guidance_scale)
     full_size: bool = True  # meaningful on a random-weight full-size model (not for trained students)
+    latency_stand_in: str | None = None  # a row of the same cost to time where this one's files do not fit
 
 
 ROW_KINDS: dict[str, Callable[[str, str], Row]] = {}
@@ -279,7 +280,17 @@ def _solver(spec: str, arg: str) -> Row:
         accel.apply(pipe, solver=_solver_name(name, cfg))
 
     return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
-               config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe})
+               config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe},
+               latency_stand_in=_dc_stand_in(spec))
+
+
+def _dc_stand_in(spec: str) -> str | None:
+    """DC-Solver costs what UniPC costs (its compensation is a few tensor operations per step), so where
+    its ratio file is for another model (the full-size latency model), UniPC at the same NFE is timed."""
+    import re
+
+    new = re.sub(r"solver:(\d+):dc[^+]*", r"solver:\1:unipc", spec)
+    return new if new != spec else None
 
 
 def _solver_name(name: str, cfg) -> str:
@@ -349,4 +360,5 @@ def _stack(spec: str, arg: str) -> Row:
 
     label = " + ".join(r.label for r in subrows.values())
     return Row(spec, f"stack: {label}", attach, accel.remove, call_kwargs=call,
-               config={"kind": "stack", "parts": [r.config for r in subrows.values()]})
+               config={"kind": "stack", "parts": [r.config for r in subrows.values()]},
+               latency_stand_in=_dc_stand_in(spec))
