@@ -16,16 +16,21 @@ def test_reference_loads_offline_and_generates(name):
     assert type(pipe) is (PixArtAlphaPipeline if name == "pixart-eps" else PixArtSigmaPipeline)
     assert pipe.transformer.dtype == torch.float32 and pipe.transformer.config.num_layers >= 12
     pipe.set_progress_bar_config(disable=True)
-    kw = dict(num_inference_steps=4, guidance_scale=4.5, output_type="pt", **pipe.accel_defaults)
+    kw = {"num_inference_steps": 4, "guidance_scale": 4.5, "output_type": "pt", **pipe.accel_defaults}
     out = pipe(["a photo of a sneaker", "a trouser"], generator=torch.Generator().manual_seed(0), **kw).images
     assert out.shape == (2, 1, 32, 32) and 0 <= out.min() and out.max() <= 1
-    accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 4))
+    if name == "pixart-onestep":  # one denoiser call: a cache is pointless and left out
+        assert kw["num_inference_steps"] == 1 and kw["guidance_scale"] == 1.0
+        with pytest.warns(UserWarning, match="one-step pipeline"):
+            accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 1))
+    else:
+        accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 4))
     again = pipe(["a photo of a sneaker", "a trouser"], generator=torch.Generator().manual_seed(0), **kw).images
     assert torch.equal(again, out)
 
 
 def test_unknown_reference_is_a_clear_error():
-    with pytest.raises(ValueError, match="available: pixart-eps, pixart-flow"):
+    with pytest.raises(ValueError, match="available: pixart-eps, pixart-flow, pixart-onestep"):
         load_reference("pixart-xl")
 
 
