@@ -28,8 +28,10 @@ def generate(pipe, prompts: list[str], steps: int = 20, guidance: float = 4.5, s
     pipe.set_progress_bar_config(disable=True)
     out = []
     for i, b in enumerate(tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress)):
-        out.append(pipe(prompts[b : b + batch], num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
-                        generator=torch.Generator().manual_seed(seed + i), **pipe.accel_defaults).images.float())
+        # a one-step pipeline's defaults fix its steps and guidance
+        kw = {"num_inference_steps": steps, "guidance_scale": guidance, **pipe.accel_defaults}
+        out.append(pipe(prompts[b : b + batch], output_type="pt", generator=torch.Generator().manual_seed(seed + i),
+                        **kw).images.float())
     return torch.cat(out)
 
 
