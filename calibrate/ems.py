@@ -50,8 +50,9 @@ def compute_ems(fn, scheduler, x0: torch.Tensor, grid_points: int = 100, seed: i
     """l, s, b [K+1, C, H, W] and the lambda grid for the guided denoiser ``fn(x, t)`` on data latents ``x0``."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    # forward-mode AD is implemented for the math attention kernel only (not the fused CPU/GPU kernels)
-    with sdpa_kernel([SDPBackend.MATH]):
+    # forward-mode AD is implemented for the math attention kernel only (not the fused CPU/GPU kernels);
+    # no_grad: forward-mode JVPs need no reverse graph, which would otherwise pin every step's activations
+    with sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
         return _compute_ems(fn, scheduler, x0, grid_points, seed, progress)
 
 
