@@ -54,7 +54,7 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     small = functools.partial(shapes.pixart_alpha_shaped, num_layers=2, num_attention_heads=2, attention_head_dim=8,
                               cross_attention_dim=16)
     monkeypatch.setattr(shapes, "pixart_alpha_shaped", small)  # the full-size model is minutes per call on a CPU
-    methods = "plain,stack:solver:3:unipc+uniform:2+apg:4.5,bac:1.1"
+    methods = "plain,stack:solver:3:unipc+uniform:2+apg:4.5,magcache:0.2"
     assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
                  "--steps", "6", "--no-effnet", "--full-size", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
@@ -65,7 +65,7 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     full = {r["method"]: r for r in res["full_size"]}
     assert full["plain"]["speedup_denoise"] == pytest.approx(1.0)
     assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["latency_denoise"] > 0
-    assert "skipped" in full["bac:1.1"]  # calibrates on prompts: the random-weight model has no text encoder
+    assert "skipped" in full["magcache:0.2"]  # calibrates on prompts: the random-weight model has no text encoder
     assert "Full-size latency" in (tmp_path / "results.md").read_text()
 
 
