@@ -119,7 +119,7 @@ def fit_cpr(records: list[dict], ridge: float = 1e-4) -> list[float]:
 def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[float], gt_steps: int = 200,
                  seed: int = 0, progress: bool = True) -> dict:
     """Search ratios for every (NFE, guidance) and fit CPR; returns the content of a DC ratio file."""
-    from accel.pipelines.families import find_denoiser, fingerprint
+    from accel.pipelines.families import find_denoiser, fingerprint, latent_hw
 
     from .model_fn import GuidedDenoiser
 
@@ -128,7 +128,7 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
     bar = tqdm(total=len(nfes) * len(guidances), desc="dc: ratio search", disable=not progress)
     for g in guidances:
         fn = GuidedDenoiser(pipe, {"prompt": prompts}, g)
-        shape = (fn.batch, fn.channels, *pipe_latent_hw(pipe, den))
+        shape = (fn.batch, fn.channels, *latent_hw(pipe))
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
         gt_sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
         _, gt = sample(fn, gt_sched, noise, gt_steps, record=True)
@@ -142,16 +142,6 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
     bar.close()
     return {"fingerprint": fingerprint(den), "gt_steps": gt_steps, "num_datapoints": len(prompts),
             "searched": records, "cpr_coefficients": fit_cpr(records)}
-
-
-def pipe_latent_hw(pipe, den) -> tuple[int, int]:
-    """Latent height and width of the pipeline's default call."""
-    d = getattr(pipe, "accel_defaults", {})
-    f = getattr(pipe, "vae_scale_factor", 8)
-    size = den.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    h, w = d.get("height"), d.get("width")
-    return (h // f, w // f) if h and w else size
 
 
 def save_dc(path: str | Path, content: dict) -> None:

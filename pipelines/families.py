@@ -171,3 +171,15 @@ def fingerprint(denoiser: nn.Module) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+
+
+def latent_hw(pipe) -> tuple[int, int]:
+    """Latent height and width of the pipeline's default call (``accel_defaults`` height/width, else the
+    denoiser's sample size)."""
+    _, den = find_denoiser(pipe)
+    f = getattr(pipe, "vae_scale_factor", 8)
+    size = den.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    d = getattr(pipe, "accel_defaults", {})
+    h, w = d.get("height"), d.get("width")
+    return (h // f, w // f) if h and w else size

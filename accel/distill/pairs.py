@@ -26,12 +26,9 @@ class PairConfig:
 
 def latent_shape(pipe) -> tuple[int, int, int]:
     """Channels, height and width of the pipeline's default latents."""
-    den = pipe.transformer
-    d = getattr(pipe, "accel_defaults", {})
-    f = pipe.vae_scale_factor
-    h = d.get("height", den.config.sample_size * f) // f
-    w = d.get("width", den.config.sample_size * f) // f
-    return den.config.in_channels, h, w
+    from ..pipelines.families import latent_hw
+
+    return pipe.transformer.config.in_channels, *latent_hw(pipe)
 
 
 @torch.no_grad()
