@@ -22,7 +22,8 @@ def _run(a) -> None:
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
-                      quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats)
+                      quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
+                      timing_rounds=a.timing_rounds)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -66,6 +67,8 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--full-size", action="store_true",
                    help="also time every row on a full-size PixArt-alpha-shaped transformer (28 x 1152, bf16; slow on CPU)")
     s.add_argument("--full-size-repeats", type=int, default=1)
+    s.add_argument("--timing-rounds", type=int, default=3,
+                   help="interleaved passes timing every row in turn after generation (0: time the generation batches)")
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")

@@ -40,13 +40,9 @@ def segment_costs(sim: np.ndarray) -> np.ndarray:
     return cost
 
 
-def acs_update_steps(sim: np.ndarray, m: int) -> list[int]:
-    """Adaptive Caching Scheduler: the ``m`` update steps (step 0 included) maximising the summed similarity.
-
-    dp[1, i] = cost[0, i]; dp[k, i] = max_{j in [k-2, i-1]} dp[k-1, j] + cost[j+1, i]; backtrack from dp[m, K-1].
-    """
+def _acs_dp(sim: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """dp[k, i]: best value of k updates over steps 0..i; arg: the split that reached it."""
     k_steps = sim.shape[0]
-    m = max(1, min(m, k_steps))
     cost = segment_costs(sim)
     dp = np.full((m + 1, k_steps), -np.inf)
     arg = np.zeros((m + 1, k_steps), dtype=int)
@@ -57,12 +53,64 @@ def acs_update_steps(sim: np.ndarray, m: int) -> list[int]:
             vals = dp[k - 1, js] + cost[js + 1, i]
             best = int(np.argmax(vals))
             dp[k, i], arg[k, i] = vals[best], js[best]
+    return dp, arg
+
+
+def _backtrack(arg: np.ndarray, m: int, k_steps: int) -> list[int]:
     steps, i = [], k_steps - 1
     for k in range(m, 1, -1):
         j = arg[k, i]
         steps.append(j + 1)
         i = j
     return sorted([0] + steps)
+
+
+def acs_update_steps(sim: np.ndarray, m: int) -> list[int]:
+    """Adaptive Caching Scheduler: the ``m`` update steps (step 0 included) maximising the summed similarity.
+
+    dp[1, i] = cost[0, i]; dp[k, i] = max_{j in [k-2, i-1]} dp[k-1, j] + cost[j+1, i]; backtrack from dp[m, K-1].
+    """
+    m = max(1, min(m, sim.shape[0]))
+    _, arg = _acs_dp(sim, m)
+    return _backtrack(arg, m, sim.shape[0])
+
+
+def acs_all(sim: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+    """Optimal value and update steps for every m = 1..K from one dynamic programme (index m - 1)."""
+    k_steps = sim.shape[0]
+    dp, arg = _acs_dp(sim, k_steps)
+    return dp[1:, -1].copy(), [_backtrack(arg, m, k_steps) for m in range(1, k_steps + 1)]
+
+
+def allocate_updates(values: np.ndarray, macs: np.ndarray, budget: float) -> np.ndarray:
+    """Update counts per component (>= 1) maximising the summed ACS value within ``budget`` MACs.
+
+    ``values[s, m - 1]`` is component s's optimal value with m updates; greedy on the best value gained per
+    MAC over any number of extra updates (the upper hull of each value curve), so non-concave curves are
+    handled. accel's extension of BAC's single M per block (see the module docstring).
+    """
+    n, k = values.shape
+    m = np.ones(n, dtype=int)
+    spent = float((macs * m).sum())
+    while True:
+        best, pick = 0.0, None
+        for s in range(n):
+            if m[s] >= k or macs[s] <= 0:
+                continue
+            extra = np.arange(m[s] + 1, k + 1)
+            cost = (extra - m[s]) * macs[s]
+            ok = spent + cost <= budget + 1e-9
+            if not ok.any():
+                continue
+            gain = (values[s, extra[ok] - 1] - values[s, m[s] - 1]) / cost[ok]
+            j = int(np.argmax(gain))
+            if gain[j] > best:
+                best, pick = float(gain[j]), (s, int(extra[ok][j]))
+        if pick is None:
+            return m
+        s, new_m = pick
+        spent += (new_m - m[s]) * macs[s]
+        m[s] = new_m
 
 
 def schedule_value(sim: np.ndarray, updates: list[int]) -> float:
@@ -161,7 +209,7 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
 
 def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = 2.0,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
-                  call_kwargs: dict | None = None) -> accel.CacheSchedule:
+                  call_kwargs: dict | None = None, allocation: str = "uniform") -> accel.CacheSchedule:
     """Calibrate a BAC schedule meeting a target speed-up of the denoising loop (or a MACs fraction).
 
     Example:
@@ -174,6 +222,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     """
     if (speedup is None) == (macs_fraction is None):
         raise ValueError("give exactly one budget: speedup or macs_fraction")
+    if allocation not in ("uniform", "greedy"):
+        raise ValueError(f"allocation must be 'uniform' (the paper's one M) or 'greedy', not {allocation!r}")
     _, den = find_denoiser(pipe)
     layout = layout_of(den)
     if not calls:
@@ -188,27 +238,54 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     if speedup is not None:
         model = measure_latency_model(pipe, calls[0], steps, guidance, comp_macs, call_kwargs=call_kwargs)
 
-    def evaluate(m: int):
-        ups = [set(acs_update_steps(stats.similarity[s], m)) for s in range(len(h_slots))]
-        ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
-        macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
-        pred = model.t_full / model.predict(macs) if model else None
-        return ups, macs, pred
+    if allocation == "greedy":
+        curves = [acs_all(stats.similarity[s]) for s in range(len(h_slots))]
+        values = np.stack([c[0] for c in curves])
+        cm = np.asarray(comp_macs, dtype=float)
+        if speedup is not None:
+            target = (model.t_full / speedup - model.t_fixed) / max(model.sec_per_mac, 1e-30)
+        else:
+            target = macs_fraction * full_macs
 
-    chosen = None
-    for m in range(steps, 0, -1):
-        ups, macs, pred = evaluate(m)
-        ok = pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
-        if ok:
-            chosen = (m, ups, macs, pred)
-            break
-    if chosen is None:
-        m, ups, macs, pred = 1, *evaluate(1)
-        best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
-        raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
+        def evaluate(budget: float):
+            counts = allocate_updates(values, cm, budget)
+            ups = [set(curves[s][1][c - 1]) for s, c in enumerate(counts)]
+            ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
+            macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
+            return counts, ups, macs, (model.t_full / model.predict(macs) if model else None)
+
+        chosen = None
+        for shrink in np.linspace(1.0, 0.0, 101):  # the union adds updates: shrink the allocation until it fits
+            m, ups, macs, pred = evaluate(shrink * target)
+            if macs <= target + 1e-6:
+                chosen = (m, ups, macs, pred)
+                break
+        if chosen is None or target <= 0:
+            best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
+            raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
+    else:
+        def evaluate(m: int):
+            ups = [set(acs_update_steps(stats.similarity[s], m)) for s in range(len(h_slots))]
+            ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
+            macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
+            pred = model.t_full / model.predict(macs) if model else None
+            return ups, macs, pred
+
+        chosen = None
+        for m in range(steps, 0, -1):
+            ups, macs, pred = evaluate(m)
+            ok = pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
+            if ok:
+                chosen = (m, ups, macs, pred)
+                break
+        if chosen is None:
+            m, ups, macs, pred = 1, *evaluate(1)
+            best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
+            raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
     m, ups, macs, pred = chosen
+    m = [int(x) for x in m] if allocation == "greedy" else m
     table = build_table(ups, h_slots, steps, n_blocks, n_comps)
-    meta = {"updates_per_component": m, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
+    meta = {"updates_per_component": m, "allocation": allocation, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
@@ -223,6 +300,9 @@ def _cli_args(p) -> None:
     p.add_argument("--macs-fraction", type=float, help="budget as the fraction of component MACs computed instead")
     p.add_argument("--metric", default="cosine", choices=("cosine", "l1", "mse"))
     p.add_argument("--top-k", type=int, default=3, help="Bubbling Union: components refreshed with downstream FFNs")
+    p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
+                   help="uniform: one update count M for every component (the paper); greedy: per-component counts "
+                        "maximising the summed similarity per MAC")
 
 
 def _cli_run(a) -> None:
@@ -237,13 +317,15 @@ def _cli_run(a) -> None:
     try:
         sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch), steps=a.steps, guidance=a.guidance,
                               speedup=speedup, macs_fraction=a.macs_fraction, metric=a.metric, top_k=a.top_k,
-                              seed=a.seed)
+                              seed=a.seed, allocation=a.allocation)
     except ValueError as e:
         raise CLIError(str(e)) from None
     path = sched.save(a.out)
     m = sched.metadata
     pred = f", predicted speed-up {m['predicted_speedup']:.2f}x" if m.get("predicted_speedup") else ""
-    print(f"BAC schedule: {m['updates_per_component']} updates per component of {a.steps} steps, "
+    ups = m["updates_per_component"]
+    ups = f"{min(ups)}-{max(ups)}" if isinstance(ups, list) else ups
+    print(f"BAC schedule: {ups} updates per component of {a.steps} steps, "
           f"{m['component_macs_fraction']:.1%} of component MACs{pred} -> {path}")
 
 

@@ -48,12 +48,42 @@ class ECADConfig:
     quality: str = "fd_domain+fidelity"  # or "fd_domain", "fidelity"
     seed_intervals: tuple[int, ...] = (2, 3, 4, 5)  # uniform schedules put in the first population
     seed_schedules: tuple[str, ...] = ()  # schedule files (e.g. BAC) put in the first population
+    spread_init: bool = True  # random members at densities 0.3-0.95 (False: all at 0.5, the paper's init)
+    solver: str | None = None  # a solver name (accel.solvers.named); ``steps`` is then its NFE
+    guidance_method: str | None = None  # "apg:W..." or "facfg:..." (accel.guidance.spec); None: the pipeline's CFG
+
+    def apply_kwargs(self) -> dict:
+        """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
+        from accel.guidance.spec import guidance_from_spec
+
+        kw: dict = {}
+        if self.solver:
+            name = self.solver
+            if name.split(":")[0] == "dc" and not _ends_in_number(name):
+                name = f"{name}:{self.guidance}"  # DC-Solver ratios for the calls' guidance
+            kw["solver"] = name
+        if self.guidance_method:
+            kw["guidance"] = guidance_from_spec(self.guidance_method)
+        return kw
+
+    def call_guidance(self) -> float:
+        from accel.guidance.spec import call_scale, guidance_from_spec
+
+        return call_scale(guidance_from_spec(self.guidance_method)) if self.guidance_method else self.guidance
 
     def __post_init__(self) -> None:
         if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
             raise ValueError(f"unknown quality objective {self.quality!r}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
+
+
+def _ends_in_number(name: str) -> bool:
+    try:
+        float(name.rsplit(":", 1)[-1])
+        return True
+    except ValueError:
+        return False
 
 
 def _key(bits: np.ndarray) -> str:
@@ -66,11 +96,13 @@ class ScheduleEvaluator:
     def __init__(self, pipe, calls: list[dict], cfg: ECADConfig, call_kwargs: dict | None = None):
         self.pipe, self.calls, self.cfg = pipe, calls, cfg
         self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
+        # solver and guidance the schedule will run with (the reference is the same configuration, uncached)
+        self.apply_kwargs = cfg.apply_kwargs()
         _, den = find_denoiser(pipe)
         self.layout = layout_of(den)
         self.fingerprint = fingerprint(den)
         self.template = accel.CacheSchedule.full(pipe, cfg.steps)
-        accel.apply(pipe)
+        accel.apply(pipe, **self.apply_kwargs)
         self.ref = self._generate()
         st = accel.stats(pipe)
         accel.remove(pipe)
@@ -99,7 +131,7 @@ class ScheduleEvaluator:
     def _generate(self) -> torch.Tensor:
         out = []
         for i, call in enumerate(self.calls):
-            out.append(self.pipe(num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance,
+            out.append(self.pipe(num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.call_guidance(),
                                  generator=torch.Generator().manual_seed(self.cfg.seed + i), **self.kwargs,
                                  **call).images.float())
         return torch.cat(out)
@@ -117,7 +149,7 @@ class ScheduleEvaluator:
     def evaluate(self, bits: np.ndarray) -> dict:
         from accel.metrics import ssim
 
-        accel.apply(self.pipe, cache=self.schedule(bits))
+        accel.apply(self.pipe, cache=self.schedule(bits), **self.apply_kwargs)
         try:
             imgs = self._generate()
         finally:
@@ -142,7 +174,11 @@ def _initial_population(ev: ScheduleEvaluator, cfg: ECADConfig, rng: np.random.G
         s = accel.CacheSchedule.load(path).resampled(cfg.steps, warn=False)
         seeds.append(ev.bits(s.table))
     seeds = seeds[: cfg.pop_size]
-    rand = rng.random((cfg.pop_size - len(seeds), ev.n_var)) < 0.5
+    # departure: random members drawn at compute densities spread over [0.3, 0.95] instead of all at 0.5,
+    # so a short search also covers the low-speed-up end of the front (the paper runs ~50 generations)
+    n_rand = cfg.pop_size - len(seeds)
+    density = np.linspace(0.3, 0.95, n_rand)[:, None] if cfg.spread_init else 0.5
+    rand = rng.random((n_rand, ev.n_var)) < density
     return np.concatenate([np.array(seeds, dtype=bool).reshape(len(seeds), ev.n_var), rand]) if seeds else rand
 
 
@@ -154,7 +190,11 @@ class ECADResult:
 
 def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECADConfig(),
              call_kwargs: dict | None = None, progress: bool = True) -> ECADResult:
-    """Search, checkpointing in ``out_dir``; writes the Pareto front (schedule files, index.json, front.png)."""
+    """Search, checkpointing in ``out_dir``; writes the Pareto front (schedule files, index.json, front.png).
+
+    With ``cfg.solver`` / ``cfg.guidance_method`` (e.g. ``"dc"``, ``"apg:7.5"``) every candidate runs with that solver
+    and guidance, so the schedule is searched for the configuration it will be used in (``cfg.steps`` = NFE).
+    """
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.evaluator import Evaluator
     from pymoo.core.population import Population
@@ -259,7 +299,8 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
         front.append(entry)
         if rank == 0:
             ev.schedule(X[i], quality_loss=entry["quality_loss"], macs_fraction=entry["macs_fraction"],
-                        guidance=cfg.guidance, generations=cfg.generations, pop_size=cfg.pop_size).save(out / name)
+                        guidance=cfg.guidance, generations=cfg.generations, pop_size=cfg.pop_size, solver=cfg.solver,
+                        guidance_method=cfg.guidance_method).save(out / name)
     if rank == 0:
         seeds = []
         for k in cfg.seed_intervals:
@@ -304,6 +345,9 @@ def _cli_args(p) -> None:
     p.add_argument("--mutation-prob", type=float, default=0.05)
     p.add_argument("--quality", default="fd_domain+fidelity", choices=("fd_domain+fidelity", "fd_domain", "fidelity"))
     p.add_argument("--seed-schedule", action="append", default=[], help="a schedule JSON (e.g. BAC) for the first population")
+    p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
+                                    "--steps is then its NFE")
+    p.add_argument("--guidance-method", help="search it under this guidance: apg:W[:ETA:MOMENTUM:R] or facfg:WL:WH[:CUT]")
 
 
 def _cli_run(a) -> None:
@@ -318,7 +362,8 @@ def _cli_run(a) -> None:
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
-                         seed_schedules=tuple(a.seed_schedule))
+                         seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method)
+        cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:
         raise CLIError(str(e)) from None

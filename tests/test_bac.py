@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import accel
-from accel.calibrate.bac import acs_update_steps, bubbling_union, calibrate_bac, schedule_value, segment_costs
+from accel.calibrate.bac import (acs_all, acs_update_steps, allocate_updates, bubbling_union, calibrate_bac,
+                                 schedule_value, segment_costs)
 from accel.calibrate.features import FeatureRecorder, caching_error, similarity
+from accel.pipelines.families import find_denoiser, layout_of
 from tiny import BUILDERS, FAMILIES
 
 CALL_KEYS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask",
@@ -23,6 +25,29 @@ def test_dp_finds_the_brute_force_optimum():
         got = acs_update_steps(sim, m)
         best = max(schedule_value(sim, [0, *c]) for c in itertools.combinations(range(1, k), m - 1))
         assert len(got) == m and got[0] == 0 and schedule_value(sim, got) == pytest.approx(best, abs=1e-12)
+
+
+def test_one_dp_gives_every_update_count():
+    sim = np.random.default_rng(1).normal(size=(7, 7))
+    values, steps = acs_all(sim)
+    for m in range(1, 8):
+        assert steps[m - 1] == acs_update_steps(sim, m) and values[m - 1] == pytest.approx(schedule_value(sim, steps[m - 1]))
+
+
+def test_greedy_allocation_matches_brute_force_on_concave_curves():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        n, k = 3, 5
+        gains = np.sort(rng.random((n, k - 1)), axis=1)[:, ::-1]  # diminishing returns
+        values = np.concatenate([np.zeros((n, 1)), np.cumsum(gains, 1)], 1)
+        macs = rng.integers(1, 4, n).astype(float)
+        budget = float(rng.integers(int(macs.sum()), int(macs.sum() * k) + 1))
+        got = allocate_updates(values, macs, budget)
+        assert (got >= 1).all() and (got * macs).sum() <= budget
+        best = max(sum(values[s, c - 1] for s, c in enumerate(cs)) for cs in itertools.product(range(1, k + 1), repeat=n)
+                   if (np.array(cs) * macs).sum() <= budget)
+        # greedy by gain per MAC is within one item's value of the optimum (a knapsack bound)
+        assert sum(values[s, c - 1] for s, c in enumerate(got)) >= best - gains.max() - 1e-9
 
 
 def test_segment_cost_includes_the_update_step_itself():
@@ -71,6 +96,12 @@ def test_calibrate_bac_on_every_family(fam):
                           call_kwargs=kw)
     assert sched.method == "bac" and sched.table.shape[0] == 8 and sched.table[0].all()
     assert sched.metadata["component_macs_fraction"] <= 0.5
+    greedy = calibrate_bac(pipe, [call], steps=8, guidance=guidance, speedup=None, macs_fraction=0.5, call_kwargs=kw,
+                           allocation="greedy")
+    assert greedy.table[0].all() and greedy.metadata["component_macs_fraction"] <= 0.5
+    _, den = find_denoiser(pipe)
+    n_slots = sum(len(b) for b in layout_of(den).blocks(den))
+    assert len(greedy.metadata["updates_per_component"]) == n_slots  # one count per component
     accel.apply(pipe, cache=sched)
     pipe(**call, **kw, num_inference_steps=8, guidance_scale=guidance, output_type="pt")
     assert accel.stats(pipe).reused > 0

@@ -48,3 +48,36 @@ def test_two_processes_give_the_same_front(tmp_path):
     subprocess.run(cmd, check=True, env=ENV, capture_output=True, cwd=RUN.parent.parent)
     assert _front(tmp_path / "two") == _front(tmp_path / "one")
     assert json.loads((tmp_path / "two" / "index.json").read_text())["processes"] == 2  # really two processes
+
+
+def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
+    """--solver / --guidance-method: the reference and every candidate run with them; the pipeline is restored."""
+    sys.path.insert(0, str(RUN.parent))
+    import torch
+
+    import accel
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator, run_ecad
+    from tiny import pixart_inputs, tiny_pixart
+
+    pipe = tiny_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    kw = pixart_inputs(batch=2, steps=4)
+    call = {k: kw[k] for k in ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
+                               "negative_prompt_attention_mask", "negative_prompt")}
+    ck = dict(height=16, width=16, use_resolution_binning=False)
+    cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity", seed_intervals=(2,), solver="unipc",
+                     guidance_method="apg:6")
+    scheduler = pipe.scheduler
+    ev = ScheduleEvaluator(pipe, [call], cfg, ck)
+    assert pipe.scheduler is scheduler and not accel.is_applied(pipe)  # restored after the reference
+    accel.apply(pipe, solver="unipc", guidance=accel.APG(6.0))
+    expect = pipe(**call, **ck, num_inference_steps=4, guidance_scale=6.0, output_type="pt",
+                  generator=torch.Generator().manual_seed(0)).images
+    accel.remove(pipe)
+    plain = pipe(**call, **ck, num_inference_steps=4, guidance_scale=6.0, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(ev.ref, expect) and not torch.allclose(ev.ref, plain)
+    res = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
+    s = accel.CacheSchedule.load(tmp_path / res.front[0]["file"])
+    assert s.table.shape[0] == 4 and s.metadata["solver"] == "unipc" and s.metadata["guidance_method"] == "apg:6"
+    assert pipe.scheduler is scheduler and not accel.is_applied(pipe)

@@ -61,6 +61,7 @@ class BenchConfig:
     quality_only: bool = False  # the table leaves out latency (e.g. when other jobs share the machine)
     full_size: bool = False  # also time every row on a full-size PixArt-alpha-shaped transformer
     full_size_repeats: int = 1
+    timing_rounds: int = 3  # interleaved timing passes over all rows after generation (0: time the generation)
     extra: dict = field(default_factory=dict)
 
 
@@ -144,6 +145,10 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     bar.close()
     if rank > 0:
         return []
+    if cfg.timing_rounds > 0 and not cfg.quality_only and world == 1:
+        for r, (e2e, dn) in zip(results, interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch])):
+            r["latency_e2e"], r["latency_denoise"] = statistics.median(e2e), statistics.median(dn)
+            r["latency_samples"] = len(dn)
     base = results[0]
     for r in results:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
@@ -162,6 +167,37 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     pareto_png(results, out_dir / "pareto.png")
     grid_png(all_images, out_dir / "grid.png")
     return results
+
+
+def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> list[tuple[list, list]]:
+    """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
+    row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
+    on all rows alike and the speed-ups are ratios taken side by side. Rows that calibrate on attach keep their
+    first calibration (see ``rows.py``)."""
+    times: list[tuple[list, list]] = [([], []) for _ in rows]
+    bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row")
+    for _ in range(cfg.timing_rounds):
+        for row, (e2e, dn) in zip(rows, times):
+            row.attach(pipe, cfg)
+            _, den = find_denoiser(pipe)
+            timer = _DenoiseTimer()
+            HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
+            try:
+                for timed in (False, True):
+                    row.before_call(pipe)
+                    timer.start()
+                    t = time.perf_counter()
+                    pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                         **_call_args(pipe, row, cfg))
+                    if timed:
+                        e2e.append((time.perf_counter() - t) / len(prompts))
+                        dn.append(timer.seconds / len(prompts))
+            finally:
+                HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
+                row.detach(pipe)
+            bar.update(1)
+    bar.close()
+    return times
 
 
 def _row_result(row: Row, imgs, labels, plain, e2e, dn, macs, cfg: BenchConfig) -> dict:

@@ -151,6 +151,8 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
         super().set_timesteps(num_inference_steps, device, *args, **kwargs)
         self._ints: EMSIntegrals | None = None
         self._hist: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []  # (point index, x, f, order used)
+        # integrate here, before the first model call, so the denoising loop does not wait for it
+        self._integrals(tuple(self.ems["l"].shape[1:]) if self.ems is not None else (1, 1, 1))
 
     def _alpha_sigma(self, i: int) -> tuple[float, float]:
         a, s = self._sigma_to_alpha_sigma_t(self.sigmas[i].double())
