@@ -209,7 +209,7 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
 
 def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = 2.0,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
-                  call_kwargs: dict | None = None, allocation: str = "uniform") -> accel.CacheSchedule:
+                  call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0) -> accel.CacheSchedule:
     """Calibrate a BAC schedule meeting a target speed-up of the denoising loop (or a MACs fraction).
 
     Example:
@@ -224,6 +224,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         raise ValueError("give exactly one budget: speedup or macs_fraction")
     if allocation not in ("uniform", "greedy"):
         raise ValueError(f"allocation must be 'uniform' (the paper's one M) or 'greedy', not {allocation!r}")
+    if not 0 <= warmup < steps:
+        raise ValueError(f"warmup must be in [0, steps), got {warmup}")
     _, den = find_denoiser(pipe)
     layout = layout_of(den)
     if not calls:
@@ -234,12 +236,16 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     ffn = {layout.component_names.index(c) for c in layout.ffn_components if c in layout.component_names}
     n_blocks, n_comps = len(blocks), len(layout.component_names)
     full_macs = steps * sum(comp_macs)  # component MACs per denoiser call x steps; only the ratio matters
+    sims = stats.similarity[:, warmup:, warmup:]  # the scheduler plans the steps after the warm-up
+
+    def placed(rel: list[int]) -> set[int]:
+        return set(range(warmup)) | {t + warmup for t in rel}
     model = None
     if speedup is not None:
         model = measure_latency_model(pipe, calls[0], steps, guidance, comp_macs, call_kwargs=call_kwargs)
 
     if allocation == "greedy":
-        curves = [acs_all(stats.similarity[s]) for s in range(len(h_slots))]
+        curves = [acs_all(sims[s]) for s in range(len(h_slots))]
         values = np.stack([c[0] for c in curves])
         cm = np.asarray(comp_macs, dtype=float)
         if speedup is not None:
@@ -248,8 +254,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
             target = macs_fraction * full_macs
 
         def evaluate(budget: float):
-            counts = allocate_updates(values, cm, budget)
-            ups = [set(curves[s][1][c - 1]) for s, c in enumerate(counts)]
+            counts = allocate_updates(values, cm, max(budget - warmup * cm.sum(), 0.0))
+            ups = [placed(curves[s][1][c - 1]) for s, c in enumerate(counts)]
             ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
             macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
             return counts, ups, macs, (model.t_full / model.predict(macs) if model else None)
@@ -265,14 +271,14 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
             raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
     else:
         def evaluate(m: int):
-            ups = [set(acs_update_steps(stats.similarity[s], m)) for s in range(len(h_slots))]
+            ups = [placed(acs_update_steps(sims[s], m)) for s in range(len(h_slots))]
             ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
             macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
             pred = model.t_full / model.predict(macs) if model else None
             return ups, macs, pred
 
         chosen = None
-        for m in range(steps, 0, -1):
+        for m in range(steps - warmup, 0, -1):
             ups, macs, pred = evaluate(m)
             ok = pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
             if ok:
@@ -285,7 +291,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     m, ups, macs, pred = chosen
     m = [int(x) for x in m] if allocation == "greedy" else m
     table = build_table(ups, h_slots, steps, n_blocks, n_comps)
-    meta = {"updates_per_component": m, "allocation": allocation, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
+    meta = {"updates_per_component": m, "allocation": allocation, "warmup": warmup, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
@@ -300,6 +306,7 @@ def _cli_args(p) -> None:
     p.add_argument("--macs-fraction", type=float, help="budget as the fraction of component MACs computed instead")
     p.add_argument("--metric", default="cosine", choices=("cosine", "l1", "mse"))
     p.add_argument("--top-k", type=int, default=3, help="Bubbling Union: components refreshed with downstream FFNs")
+    p.add_argument("--warmup", type=int, default=0, help="first steps that always compute (the scheduler plans the rest)")
     p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
                    help="uniform: one update count M for every component (the paper); greedy: per-component counts "
                         "maximising the summed similarity per MAC")
@@ -317,7 +324,7 @@ def _cli_run(a) -> None:
     try:
         sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch), steps=a.steps, guidance=a.guidance,
                               speedup=speedup, macs_fraction=a.macs_fraction, metric=a.metric, top_k=a.top_k,
-                              seed=a.seed, allocation=a.allocation)
+                              seed=a.seed, allocation=a.allocation, warmup=a.warmup)
     except ValueError as e:
         raise CLIError(str(e)) from None
     path = sched.save(a.out)

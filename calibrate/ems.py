@@ -3,7 +3,7 @@
 On a grid uniform in lambda = log(alpha / sigma) between the scheduler's ends, with x_t = alpha x0 +
 sigma z from data latents x0 (real images through the VAE, or the model's own samples):
 - l = E[sigma (J_eps v) . v] per dimension, Hutchinson with Rademacher v (J_eps v by forward-mode JVP);
-- l' by central differences in lambda, smoothed over +-5 grid points;
+- l' by central differences in lambda, smoothed over +-0.25 in lambda (+-5 points of the official 250-point grid);
 - f = (sigma eps - l x) / alpha, f' = e^{-lambda} ((l - 1) eps + d eps / d lambda) - l' x / alpha, with
   d eps / d lambda a JVP along the ODE tangent (dx/dlambda = (d log alpha / d lambda) x - sigma eps,
   dt/dlambda of the model time);
@@ -23,6 +23,9 @@ from accel.guidance.functional import to_x0
 from accel.guidance.hook import prediction_type
 
 
+SMOOTH_HALF_WIDTH = 0.25  # lambda units
+
+
 def _alpha_sigma_t(scheduler, lam: float) -> tuple[float, float, float]:
     """alpha, sigma and the (continuous) model timestep at half-logSNR ``lam``."""
     pt = prediction_type(scheduler)
@@ -34,6 +37,17 @@ def _alpha_sigma_t(scheduler, lam: float) -> tuple[float, float, float]:
     log_acp = torch.log(scheduler.alphas_cumprod.double()).numpy()  # decreasing in t
     t = float(np.interp(math.log(a2), log_acp[::-1], np.arange(len(log_acp))[::-1]))
     return math.sqrt(a2), math.sqrt(1 - a2), t
+
+
+def _alpha_sigma_of_t(scheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha and sigma as differentiable functions of the continuous model timestep (inverse of ``_alpha_sigma_t``)."""
+    if prediction_type(scheduler) == "flow_prediction" or getattr(scheduler.config, "use_flow_sigmas", False):
+        sigma = t / scheduler.config.num_train_timesteps
+        return 1 - sigma, sigma
+    log_acp = torch.log(scheduler.alphas_cumprod.double())
+    i = t.detach().clamp(0, len(log_acp) - 2).floor().long()
+    la2 = log_acp[i] + (t - i) * (log_acp[i + 1] - log_acp[i])  # piecewise linear, as np.interp inverts it
+    return torch.exp(la2 / 2), torch.sqrt(-torch.expm1(la2))
 
 
 def lambda_range(scheduler, steps: int = 1000) -> tuple[float, float]:
@@ -65,7 +79,8 @@ def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
     v = torch.randint(0, 2, x0.shape, generator=g).float() * 2 - 1
 
     def eps_of(x, t, a, s):
-        return (x - a * to_x0(fn(x, t), x, torch.tensor([a]), torch.tensor([s]), pt)) / s
+        a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
+        return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
 
     ls = []
     for lam in tqdm(lams, desc="ems: l (Hutchinson)", disable=not progress):
@@ -75,29 +90,37 @@ def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
         ls.append((s * jv * v).mean(0))
     l = torch.stack(ls).double()
     dl = torch.gradient(l, spacing=(torch.tensor(lams, dtype=torch.float64),), dim=0)[0]
-    kernel = torch.ones(11, dtype=torch.float64) / 11  # smooth l' over +-5 grid points
-    flat = dl.reshape(len(lams), -1).T[:, None]
-    pad = torch.nn.functional.pad(flat, (5, 5), mode="replicate")
-    dl = torch.nn.functional.conv1d(pad, kernel.view(1, 1, -1)).squeeze(1).T.reshape(dl.shape)
+    # smooth l' over +-0.25 in lambda: the official setting (+-5 points of a 250-point SD grid); as +-5 points on
+    # a coarse grid it would average l' over several units of lambda, where l falls from 1 to 0, and bias f'
+    half = int(round(SMOOTH_HALF_WIDTH / float(lams[1] - lams[0])))
+    if half > 0:
+        kernel = torch.ones(2 * half + 1, dtype=torch.float64) / (2 * half + 1)
+        flat = dl.reshape(len(lams), -1).T[:, None]
+        pad = torch.nn.functional.pad(flat, (half, half), mode="replicate")
+        dl = torch.nn.functional.conv1d(pad, kernel.view(1, 1, -1)).squeeze(1).T.reshape(dl.shape)
     ss, bs = [], []
     for k, lam in enumerate(tqdm(lams, desc="ems: s, b", disable=not progress)):
         a, s, t = _alpha_sigma_t(scheduler, float(lam))
         da = s * s if pt != "flow_prediction" else s  # d log alpha / d lambda (VP: sigma^2; flow: sigma)
-        _, _, t_hi = _alpha_sigma_t(scheduler, float(lam) + 1e-3)
-        _, _, t_lo = _alpha_sigma_t(scheduler, float(lam) - 1e-3)
-        dt = (t_hi - t_lo) / 2e-3
+        # dt/dlambda by differences that stay inside the schedule (t is clamped past its ends)
+        lo, hi = max(float(lam) - 1e-3, lams[0]), min(float(lam) + 1e-3, lams[-1])
+        dt = (_alpha_sigma_t(scheduler, hi)[2] - _alpha_sigma_t(scheduler, lo)[2]) / (hi - lo)
         x = a * x0 + s * z
         with torch.no_grad():
             eps = eps_of(x, t, a, s)
         x_dot = da * x - s * eps
-        eps, deps = torch.func.jvp(lambda xx, tt: eps_of(xx, tt, a, s), (x, torch.tensor(float(t))),
-                                   (x_dot, torch.tensor(float(dt))))
+        # alpha and sigma move with t inside the JVP: for flow models eps = x + alpha v depends on t through
+        # alpha as well as through the network (for epsilon models they cancel)
+        eps, deps = torch.func.jvp(lambda xx, tt: eps_of(xx, tt, *_alpha_sigma_of_t(scheduler, tt)),
+                                   (x, torch.tensor(float(t), dtype=torch.float64)), (x_dot, torch.tensor(float(dt), dtype=torch.float64)))
         eps, deps, xd = eps.double(), deps.double(), x.double()
         f = (s * eps - l[k] * xd) / a
         fp = math.exp(-lam) * ((l[k] - 1) * eps + deps) - dl[k] * xd / a
         mf, mfp = f.mean(0), fp.mean(0)
         cov = ((f - mf) * (fp - mfp)).mean(0)
-        var = ((f - mf) ** 2).mean(0).clamp_min(1e-12)
+        # departure: ridge term 1e-4 Var(f'): where f hardly varies (std below 1% of f''s) the ratio is noise over
+        # noise (s ~ 1e4 on exactly Gaussian data, then e^S overflows); there s shrinks to 0, elsewhere nothing changes
+        var = ((f - mf) ** 2).mean(0) + 1e-4 * ((fp - mfp) ** 2).mean(0) + 1e-30
         sk = cov / var
         ss.append(sk)
         bs.append(mfp - sk * mf)

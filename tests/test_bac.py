@@ -105,3 +105,20 @@ def test_calibrate_bac_on_every_family(fam):
     accel.apply(pipe, cache=sched)
     pipe(**call, **kw, num_inference_steps=8, guidance_scale=guidance, output_type="pt")
     assert accel.stats(pipe).reused > 0
+
+
+def test_warmup_steps_always_compute_and_the_budget_holds():
+    build, inputs = BUILDERS["pixart"]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    kw = inputs(batch=2, steps=8)
+    call = {k: kw.pop(k) for k in list(kw) if k in CALL_KEYS}
+    for k in ("num_inference_steps", "guidance_scale", "generator", "output_type"):
+        kw.pop(k, None)
+    for alloc in ("uniform", "greedy"):
+        sched = calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw,
+                              allocation=alloc, warmup=3)
+        assert sched.table[:3].all() and not sched.table[3:].all()
+        assert sched.metadata["warmup"] == 3 and sched.metadata["component_macs_fraction"] <= 0.6
+    with pytest.raises(ValueError, match="warmup"):
+        calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw, warmup=8)
