@@ -108,7 +108,7 @@ def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
         x = a * x0 + s * z
         with torch.no_grad():
             eps = eps_of(x, t, a, s)
-        x_dot = da * x - s * eps
+        x_dot = (da * x - s * eps).to(x.dtype)
         # alpha and sigma move with t inside the JVP: for flow models eps = x + alpha v depends on t through
         # alpha as well as through the network (for epsilon models they cancel)
         eps, deps = torch.func.jvp(lambda xx, tt: eps_of(xx, tt, *_alpha_sigma_of_t(scheduler, tt)),
