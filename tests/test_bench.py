@@ -62,6 +62,7 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     # 3 of 6 steps, and the cache skips components on top (embeddings and the final layer always run)
     assert stack["macs_per_image"] < 0.95 * plain["macs_per_image"] * 3 / 6
     assert [p["kind"] for p in stack["config"]["parts"]] == ["solver", "uniform", "apg"]
+    assert plain["latency_samples"] == stack["latency_samples"] == 3  # interleaved timing rounds (the default)
     full = {r["method"]: r for r in res["full_size"]}
     assert full["plain"]["speedup_denoise"] == pytest.approx(1.0)
     assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["latency_denoise"] > 0

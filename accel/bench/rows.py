@@ -152,9 +152,9 @@ def _magcache(spec: str, arg: str) -> Row:
     memo: dict = {}
 
     def apply(pipe, cfg):
-        if "ratios" in memo:  # attached again (interleaved timing rounds): reuse the calibrated ratios
+        if id(pipe) in memo:  # attached again to this pipeline (interleaved timing rounds): its calibrated ratios
             apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
-                                                             mag_ratios=memo["ratios"]))
+                                                             mag_ratios=memo[id(pipe)]))
             return
         apply_mag_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=cfg.steps))
         reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
@@ -169,9 +169,9 @@ def _magcache(spec: str, arg: str) -> Row:
         for n in names:
             reg.remove_hook(n, recurse=True)
         reg.invalidate_child_registries_cache()
-        memo["ratios"] = torch.tensor(ratios[: cfg.steps])
+        memo[id(pipe)] = torch.tensor(ratios[: cfg.steps])
         apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
-                                                         mag_ratios=memo["ratios"]))
+                                                         mag_ratios=memo[id(pipe)]))
 
     return _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
                           {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
@@ -234,8 +234,8 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION]]]`` (allocation ``uniform``, the paper's one
-    M, or ``greedy`` per-component counts) on two batches of calibration prompts (disjoint from the bench prompts) at the
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]`` (allocation ``uniform``, the
+    paper's one M, or ``greedy`` per-component counts; WARMUP first steps always computed, default 0) on two batches of calibration prompts (disjoint from the bench prompts) at the
     bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
@@ -245,28 +245,30 @@ def _bac(spec: str, arg: str) -> Row:
     top_k = int(parts[1]) if len(parts) > 1 else 3
     metric = parts[2] if len(parts) > 2 else "cosine"
     alloc = parts[3] if len(parts) > 3 else "uniform"
+    warmup = int(parts[4]) if len(parts) > 4 else 0
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
-    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k, "metric": metric, "allocation": alloc}
+    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k, "metric": metric, "allocation": alloc,
+                  "warmup": warmup}
 
     memo: dict = {}
 
     def attach(pipe, cfg):
-        if "schedule" in memo:  # attached again (interleaved timing rounds): the same schedule, not a new calibration
-            accel.apply(pipe, cache=memo["schedule"])
+        if id(pipe) in memo:  # attached again (interleaved timing rounds): the same schedule, not a new calibration
+            accel.apply(pipe, cache=memo[id(pipe)])
             return
         # calibration batches of the bench's batch size: the latency model's fixed share depends on it
         sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
                               steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, top_k=top_k, metric=metric, seed=cfg.seed,
-                              allocation=alloc)
+                              allocation=alloc, warmup=warmup)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
                     component_macs_fraction=sched.metadata["component_macs_fraction"])
-        memo["schedule"] = sched
+        memo[id(pipe)] = sched
         accel.apply(pipe, cache=sched)
 
-    label = metric if alloc == "uniform" else f"{metric}, {alloc}"
+    label = ", ".join([metric] + ([alloc] if alloc != "uniform" else []) + ([f"warm-up {warmup}"] if warmup else []))
     return Row(spec, f"accel BAC target {target:g}x ({label})", attach, accel.remove, config=info)
 
 
@@ -300,11 +302,13 @@ def _solver(spec: str, arg: str) -> Row:
 
 
 def _dc_stand_in(spec: str) -> str | None:
-    """DC-Solver costs what UniPC costs (its compensation is a few tensor operations per step), so where
-    its ratio file is for another model (the full-size latency model), UniPC at the same NFE is timed."""
+    """DC-Solver costs what UniPC costs (its compensation is a few tensor operations per step) and DPM-Solver-v3
+    what DPM-Solver++ costs (its integrals are computed before the loop), so where their files are for another
+    model (the full-size latency model), UniPC / DPM-Solver++ at the same NFE is timed."""
     import re
 
     new = re.sub(r"solver:(\d+):dc[^+]*", r"solver:\1:unipc", spec)
+    new = re.sub(r"solver:(\d+):v3[^+]*", r"solver:\1:dpm++", new)
     return new if new != spec else None
 
 
