@@ -82,8 +82,8 @@ def test_recorder_memory_is_bounded_by_max_dim():
     assert rec._buf == {} and rec.result().similarity.shape == (1, 3, 3)
 
 
-@pytest.mark.parametrize("fam", FAMILIES)
-def test_calibrate_bac_on_every_family(fam):
+def _calibration_call(fam: str):
+    """A tiny pipeline of the family, its varying call arguments and the fixed ones (8 steps, batch 2)."""
     build, inputs = BUILDERS[fam]
     pipe = build()
     pipe.set_progress_bar_config(disable=True)
@@ -91,6 +91,12 @@ def test_calibrate_bac_on_every_family(fam):
     call = {k: kw.pop(k) for k in list(kw) if k in CALL_KEYS}
     for k in ("num_inference_steps", "guidance_scale", "generator", "output_type"):
         kw.pop(k, None)
+    return pipe, call, kw
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_calibrate_bac_on_every_family(fam):
+    pipe, call, kw = _calibration_call(fam)
     guidance = 1.0 if fam == "flux" else 4.0
     sched = calibrate_bac(pipe, [call, call], steps=8, guidance=guidance, speedup=None, macs_fraction=0.5,
                           call_kwargs=kw)
@@ -108,13 +114,7 @@ def test_calibrate_bac_on_every_family(fam):
 
 
 def test_warmup_steps_always_compute_and_the_budget_holds():
-    build, inputs = BUILDERS["pixart"]
-    pipe = build()
-    pipe.set_progress_bar_config(disable=True)
-    kw = inputs(batch=2, steps=8)
-    call = {k: kw.pop(k) for k in list(kw) if k in CALL_KEYS}
-    for k in ("num_inference_steps", "guidance_scale", "generator", "output_type"):
-        kw.pop(k, None)
+    pipe, call, kw = _calibration_call("pixart")
     for alloc in ("uniform", "greedy"):
         sched = calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw,
                               allocation=alloc, warmup=3)
