@@ -93,3 +93,13 @@ def test_two_processes_give_the_numbers_of_one(folder, tmp_path):
     for a, b in zip(one["rows"], two["rows"]):
         for key in ("fd_domain", "alignment", "ssim", "clipping"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)
+
+
+def test_latency_stand_ins_are_valid_rows():
+    """v3 / DC rows are timed as UniPC on the full-size model; the stand-in must parse inside a stack too."""
+    from accel.bench.rows import make_row
+
+    for spec in ("solver:4:v3", "solver:5:dc", "stack:solver:4:v3+uniform:2+apg:7.5", "stack:solver:6:dc:7.5+apg:4.5"):
+        stand_in = make_row(spec).latency_stand_in
+        assert stand_in is not None and ":unipc" in stand_in
+        assert make_row(stand_in).name == stand_in

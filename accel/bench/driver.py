@@ -155,6 +155,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world}
+    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None}, indent=1,
+                                                     default=str))  # kept if the full-size section fails
     full = full_size_latency(rows, cfg) if cfg.full_size else None
     (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": full}, indent=1,
                                                      default=str))
@@ -237,9 +239,13 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
             if row.latency_stand_in is None:
                 out.append({**entry, "skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
                 continue
-            row = make_row(row.latency_stand_in)
-            entry["timed_as"] = row.name
-            row.attach(pipe, cfg)
+            try:
+                row = make_row(row.latency_stand_in)
+                entry["timed_as"] = row.name
+                row.attach(pipe, cfg)
+            except Exception as e2:  # noqa: BLE001 - e.g. a stacked schedule made for the small model
+                out.append({**entry, "skipped": f"{type(e2).__name__}: {str(e2).splitlines()[0][:120]}"})
+                continue
         timer = _DenoiseTimer()
         HookRegistry.check_if_exists_or_initialize(pipe.transformer).register_hook(timer, TIMER_HOOK)
         try:

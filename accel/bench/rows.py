@@ -303,12 +303,12 @@ def _solver(spec: str, arg: str) -> Row:
 
 def _dc_stand_in(spec: str) -> str | None:
     """DC-Solver costs what UniPC costs (its compensation is a few tensor operations per step) and DPM-Solver-v3
-    what DPM-Solver++ costs (its integrals are computed before the loop), so where their files are for another
-    model (the full-size latency model), UniPC / DPM-Solver++ at the same NFE is timed."""
+    what any second-order multistep solver costs (its integrals are computed before the loop), so where their files
+    are for another model (the full-size latency model), UniPC at the same NFE is timed."""
     import re
 
     new = re.sub(r"solver:(\d+):dc[^+]*", r"solver:\1:unipc", spec)
-    new = re.sub(r"solver:(\d+):v3[^+]*", r"solver:\1:dpm++", new)
+    new = re.sub(r"solver:(\d+):v3[^+]*", r"solver:\1:unipc", new)  # not dpm++: '+' separates stack parts
     return new if new != spec else None
 
 
