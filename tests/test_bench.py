@@ -29,7 +29,7 @@ def test_generate_from_a_local_folder(folder, tmp_path, capsys):
 
 @needs_metrics
 def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, capsys):
-    methods = "plain,uniform:2,bac:1.1,toca:2:0.5,fbcache:0.3,taylorseer:2,magcache:0.1,apg:6,facfg:3:6,dbcache:0.2"
+    methods = "plain,uniform:2,bac:m0.6,toca:2:0.5,fbcache:0.3,taylorseer:2,magcache:0.1,apg:6,facfg:3:6,dbcache:0.2"
     assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
                  "--steps", "6", "--no-effnet", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
@@ -40,7 +40,7 @@ def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, caps
         assert r["latency_e2e"] > 0 and r["latency_denoise"] > 0 and r["fd_domain"] >= 0 and 0 <= r["alignment"] <= 1
     assert rows["uniform:2"]["macs_per_image"] < rows["plain"]["macs_per_image"]
     assert rows["fbcache:0.3"]["peer"] and rows["dbcache:0.2"]["peer"] and not rows["uniform:2"]["peer"]
-    assert rows["bac:1.1"]["config"]["updates_per_component"] >= 1
+    assert rows["bac:m0.6"]["config"]["updates_per_component"] >= 1
     for f in ("results.md", "pareto.png", "grid.png"):
         assert (tmp_path / f).stat().st_size > 0
 

@@ -234,21 +234,24 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]`` (allocation ``uniform``, the
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]`` (``bac:m0.5``: a MACs
+    fraction instead of a speed-up) (allocation ``uniform``, the
     paper's one M, or ``greedy`` per-component counts; WARMUP first steps always computed, default 0) on two batches of calibration prompts (disjoint from the bench prompts) at the
     bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
 
     parts = (arg or "2.0").split(":")
-    target = float(parts[0])
+    # "m0.5": a MACs-fraction budget instead of a speed-up (no timed latency model: deterministic)
+    macs = float(parts[0][1:]) if parts[0].startswith("m") else None
+    target = None if macs is not None else float(parts[0])
     top_k = int(parts[1]) if len(parts) > 1 else 3
     metric = parts[2] if len(parts) > 2 else "cosine"
     alloc = parts[3] if len(parts) > 3 else "uniform"
     warmup = int(parts[4]) if len(parts) > 4 else 0
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
-    info: dict = {"kind": "bac", "target_speedup": target, "top_k": top_k, "metric": metric, "allocation": alloc,
+    info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k, "metric": metric, "allocation": alloc,
                   "warmup": warmup}
 
     memo: dict = {}
@@ -260,7 +263,7 @@ def _bac(spec: str, arg: str) -> Row:
         # calibration batches of the bench's batch size: the latency model's fixed share depends on it
         sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
                               steps=cfg.steps,
-                              guidance=cfg.guidance, speedup=target, top_k=top_k, metric=metric, seed=cfg.seed,
+                              guidance=cfg.guidance, speedup=target, macs_fraction=macs, top_k=top_k, metric=metric, seed=cfg.seed,
                               allocation=alloc, warmup=warmup)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
@@ -269,7 +272,8 @@ def _bac(spec: str, arg: str) -> Row:
         accel.apply(pipe, cache=sched)
 
     label = ", ".join([metric] + ([alloc] if alloc != "uniform" else []) + ([f"warm-up {warmup}"] if warmup else []))
-    return Row(spec, f"accel BAC target {target:g}x ({label})", attach, accel.remove, config=info)
+    budget = f"{macs:.0%} of the MACs" if macs is not None else f"target {target:g}x"
+    return Row(spec, f"accel BAC {budget} ({label})", attach, accel.remove, config=info)
 
 
 @row_kind("toca")
