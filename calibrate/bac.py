@@ -244,52 +244,44 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     if speedup is not None:
         model = measure_latency_model(pipe, calls[0], steps, guidance, comp_macs, call_kwargs=call_kwargs)
 
+    curves = [acs_all(sims[s]) for s in range(len(h_slots))]  # one DP per component gives every update count
+
+    def realise(counts) -> tuple[list[set[int]], float, float | None]:
+        """Update steps for per-component counts after the Bubbling Union, their MACs and predicted speed-up."""
+        ups = bubbling_union([placed(curves[s][1][c - 1]) for s, c in enumerate(counts)], stats.error, h_slots, ffn,
+                             top_k)
+        macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
+        return ups, macs, (model.t_full / model.predict(macs) if model else None)
+
     if allocation == "greedy":
-        curves = [acs_all(sims[s]) for s in range(len(h_slots))]
         values = np.stack([c[0] for c in curves])
         cm = np.asarray(comp_macs, dtype=float)
         if speedup is not None:
             target = (model.t_full / speedup - model.t_fixed) / max(model.sec_per_mac, 1e-30)
         else:
             target = macs_fraction * full_macs
+        # the union adds updates: shrink the allocation until it fits
+        candidates = ([int(c) for c in allocate_updates(values, cm, max(shrink * target - warmup * cm.sum(), 0.0))]
+                      for shrink in np.linspace(1.0, 0.0, 101))
 
-        def evaluate(budget: float):
-            counts = allocate_updates(values, cm, max(budget - warmup * cm.sum(), 0.0))
-            ups = [placed(curves[s][1][c - 1]) for s, c in enumerate(counts)]
-            ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
-            macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
-            return counts, ups, macs, (model.t_full / model.predict(macs) if model else None)
-
-        chosen = None
-        for shrink in np.linspace(1.0, 0.0, 101):  # the union adds updates: shrink the allocation until it fits
-            m, ups, macs, pred = evaluate(shrink * target)
-            if macs <= target + 1e-6:
-                chosen = (m, ups, macs, pred)
-                break
-        if chosen is None or target <= 0:
-            best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
-            raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
+        def fits(macs, pred):
+            return macs <= target + 1e-6
     else:
-        def evaluate(m: int):
-            ups = [placed(acs_update_steps(sims[s], m)) for s in range(len(h_slots))]
-            ups = bubbling_union(ups, stats.error, h_slots, ffn, top_k)
-            macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
-            pred = model.t_full / model.predict(macs) if model else None
-            return ups, macs, pred
+        candidates = ([m] * len(h_slots) for m in range(steps - warmup, 0, -1))
 
-        chosen = None
-        for m in range(steps - warmup, 0, -1):
-            ups, macs, pred = evaluate(m)
-            ok = pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
-            if ok:
-                chosen = (m, ups, macs, pred)
-                break
-        if chosen is None:
-            m, ups, macs, pred = 1, *evaluate(1)
-            best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
-            raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
+        def fits(macs, pred):
+            return pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
+
+    chosen = None
+    for counts in candidates:
+        ups, macs, pred = realise(counts)
+        if fits(macs, pred):
+            chosen = (counts if allocation == "greedy" else counts[0], ups, macs, pred)
+            break
+    if chosen is None:  # the last candidate is the smallest: one update per component
+        best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
+        raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
     m, ups, macs, pred = chosen
-    m = [int(x) for x in m] if allocation == "greedy" else m
     table = build_table(ups, h_slots, steps, n_blocks, n_comps)
     meta = {"updates_per_component": m, "allocation": allocation, "warmup": warmup, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,

@@ -55,13 +55,11 @@ class ECADConfig:
     def apply_kwargs(self) -> dict:
         """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
         from accel.guidance.spec import guidance_from_spec
+        from accel.solvers.named import with_guidance
 
         kw: dict = {}
         if self.solver:
-            name = self.solver
-            if name.split(":")[0] == "dc" and not _ends_in_number(name):
-                name = f"{name}:{self.guidance}"  # DC-Solver ratios for the calls' guidance
-            kw["solver"] = name
+            kw["solver"] = with_guidance(self.solver, self.guidance)  # DC-Solver ratios for the calls' guidance
         if self.guidance_method:
             kw["guidance"] = guidance_from_spec(self.guidance_method)
         return kw
@@ -76,14 +74,6 @@ class ECADConfig:
             raise ValueError(f"unknown quality objective {self.quality!r}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
-
-
-def _ends_in_number(name: str) -> bool:
-    try:
-        float(name.rsplit(":", 1)[-1])
-        return True
-    except ValueError:
-        return False
 
 
 def _key(bits: np.ndarray) -> str:

@@ -171,8 +171,6 @@ def fingerprint(denoiser: nn.Module) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-
-
 def latent_hw(pipe) -> tuple[int, int]:
     """Latent height and width of the pipeline's default call (``accel_defaults`` height/width, else the
     denoiser's sample size)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,18 @@ class _DenoiseTimer(ModelHook):
     @property
     def seconds(self) -> float:
         return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+
+
+@contextmanager
+def _timing(pipe):
+    """A denoising-loop timer on the pipeline's current denoiser (a row may swap it), removed on exit."""
+    _, den = find_denoiser(pipe)
+    timer = _DenoiseTimer()
+    HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
+    try:
+        yield timer
+    finally:
+        HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
 
 
 @dataclass
@@ -125,18 +138,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     for row in rows:
         bar.set_postfix(row=row.name)
         row.attach(pipe, cfg)
-        _, den = find_denoiser(pipe)  # a row may swap the denoiser (one-step students)
-        timer = _DenoiseTimer()
-        HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
         try:
-            row.before_call(pipe)  # warm-up call, excluded from the timings
-            pipe(prompts[: cfg.batch], output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
-                 **_call_args(pipe, row, cfg))
-            bar.update(cfg.batch)
-            imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
-            macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
+            with _timing(pipe) as timer:
+                row.before_call(pipe)  # warm-up call, excluded from the timings
+                pipe(prompts[: cfg.batch], output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                     **_call_args(pipe, row, cfg))
+                bar.update(cfg.batch)
+                imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
+                macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
         finally:
-            HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
             row.detach(pipe)
         if rank > 0:
             continue  # metrics and outputs are rank 0's
@@ -155,9 +165,11 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world}
-    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None}, indent=1,
-                                                     default=str))  # kept if the full-size section fails
-    full = full_size_latency(rows, cfg) if cfg.full_size else None
+    full = None
+    if cfg.full_size:
+        (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
+                                                         indent=1, default=str))  # kept if the full-size section fails
+        full = full_size_latency(rows, cfg)
     (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": full}, indent=1,
                                                      default=str))
     md = to_markdown(results, meta, cfg.quality_only)
@@ -181,21 +193,18 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
     for _ in range(cfg.timing_rounds):
         for row, (e2e, dn) in zip(rows, times):
             row.attach(pipe, cfg)
-            _, den = find_denoiser(pipe)
-            timer = _DenoiseTimer()
-            HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
             try:
-                for timed in (False, True):
-                    row.before_call(pipe)
-                    timer.start()
-                    t = time.perf_counter()
-                    pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
-                         **_call_args(pipe, row, cfg))
-                    if timed:
-                        e2e.append((time.perf_counter() - t) / len(prompts))
-                        dn.append(timer.seconds / len(prompts))
+                with _timing(pipe) as timer:
+                    for timed in (False, True):
+                        row.before_call(pipe)
+                        timer.start()
+                        t = time.perf_counter()
+                        pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                             **_call_args(pipe, row, cfg))
+                        if timed:
+                            e2e.append((time.perf_counter() - t) / len(prompts))
+                            dn.append(timer.seconds / len(prompts))
             finally:
-                HookRegistry.check_if_exists_or_initialize(den).remove_hook(TIMER_HOOK, recurse=False)
                 row.detach(pipe)
             bar.update(1)
     bar.close()
@@ -246,20 +255,18 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
             except Exception as e2:  # noqa: BLE001 - e.g. a stacked schedule made for the small model
                 out.append({**entry, "skipped": f"{type(e2).__name__}: {str(e2).splitlines()[0][:120]}"})
                 continue
-        timer = _DenoiseTimer()
-        HookRegistry.check_if_exists_or_initialize(pipe.transformer).register_hook(timer, TIMER_HOOK)
+        e2e, dn = [], []
         try:
-            e2e, dn = [], []
-            for _ in range(cfg.full_size_repeats):
-                kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance), **row.call_kwargs}
-                row.before_call(pipe)
-                timer.start()
-                t = time.perf_counter()
-                pipe(**kw)
-                e2e.append(time.perf_counter() - t)
-                dn.append(timer.seconds)
+            with _timing(pipe) as timer:
+                for _ in range(cfg.full_size_repeats):
+                    kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance), **row.call_kwargs}
+                    row.before_call(pipe)
+                    timer.start()
+                    t = time.perf_counter()
+                    pipe(**kw)
+                    e2e.append(time.perf_counter() - t)
+                    dn.append(timer.seconds)
         finally:
-            HookRegistry.check_if_exists_or_initialize(pipe.transformer).remove_hook(TIMER_HOOK, recurse=False)
             row.detach(pipe)
         out.append({**entry, "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn)})
     base = out[0]

@@ -11,6 +11,7 @@ from typing import Callable
 
 import accel
 from ..guidance.spec import call_scale, guidance_from_spec
+from ..solvers.named import with_guidance
 
 
 @dataclass
@@ -234,10 +235,10 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]`` (``bac:m0.5``: a MACs
-    fraction instead of a speed-up) (allocation ``uniform``, the
-    paper's one M, or ``greedy`` per-component counts; WARMUP first steps always computed, default 0) on two batches of calibration prompts (disjoint from the bench prompts) at the
-    bench's steps, guidance and batch size; calibration time is not part of the latency."""
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]``, or ``bac:m0.5`` for a MACs
+    fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy`` (per-component counts),
+    WARMUP first steps always computed (default 0). Calibrated on two batches of calibration prompts (disjoint from
+    the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
 
@@ -251,8 +252,8 @@ def _bac(spec: str, arg: str) -> Row:
     warmup = int(parts[4]) if len(parts) > 4 else 0
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
-    info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k, "metric": metric, "allocation": alloc,
-                  "warmup": warmup}
+    info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k,
+                  "metric": metric, "allocation": alloc, "warmup": warmup}
 
     memo: dict = {}
 
@@ -298,7 +299,7 @@ def _solver(spec: str, arg: str) -> Row:
     nfe = int(nfe_s)
 
     def attach(pipe, cfg):
-        accel.apply(pipe, solver=_solver_name(name, cfg))
+        accel.apply(pipe, solver=with_guidance(name, cfg.guidance))
 
     return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
                config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe},
@@ -314,17 +315,6 @@ def _dc_stand_in(spec: str) -> str | None:
     new = re.sub(r"solver:(\d+):dc[^+]*", r"solver:\1:unipc", spec)
     new = re.sub(r"solver:(\d+):v3[^+]*", r"solver:\1:unipc", new)  # not dpm++: '+' separates stack parts
     return new if new != spec else None
-
-
-def _solver_name(name: str, cfg) -> str:
-    """DC-Solver serves the bench's guidance unless the name gives one."""
-    if name.split(":")[0] == "dc":
-        last = name.rsplit(":", 1)[-1]
-        try:
-            float(last)
-        except ValueError:
-            return f"{name}:{cfg.guidance}"
-    return name
 
 
 @row_kind("onestep")
@@ -371,7 +361,7 @@ def _stack(spec: str, arg: str) -> Row:
         steps = call.get("num_inference_steps", cfg.steps)
         kw: dict = {}
         if "solver" in subrows:
-            kw["solver"] = _solver_name(subrows["solver"].config["solver"], cfg)
+            kw["solver"] = with_guidance(subrows["solver"].config["solver"], cfg.guidance)
         if "uniform" in subrows:
             kw["cache"] = accel.CacheSchedule.uniform(pipe, steps, subrows["uniform"].config["interval"])
         if "schedule" in subrows:

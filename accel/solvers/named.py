@@ -27,6 +27,18 @@ def solver_names() -> list[str]:
     return sorted(_NAMED)
 
 
+def with_guidance(name: str, guidance: float) -> str:
+    """``"dc"`` / ``"dc:FILE"`` -> the same name serving calls at ``guidance`` (DC ratios depend on it); names that
+    already end in a guidance, and other solvers, are returned as they are."""
+    if name.split(":")[0] != "dc":
+        return name
+    try:
+        float(name.rsplit(":", 1)[-1])
+        return name
+    except ValueError:
+        return f"{name}:{guidance}"
+
+
 def solver_from_name(pipe, name: str):
     """A scheduler instance for ``name`` on ``pipe`` (see the module docstring for the names)."""
     kind, _, arg = name.partition(":")
