@@ -8,8 +8,13 @@ sigma z from data latents x0 (real images through the VAE, or the model's own sa
   d eps / d lambda a JVP along the ODE tangent (dx/dlambda = (d log alpha / d lambda) x - sigma eps,
   dt/dlambda of the model time);
 - s = Cov(f, f') / Var(f), b = E f' - s E f.
-Two passes over the grid with the same noise (l first, then f and f'), so memory does not grow with
-the number of samples beyond one batch.
+Two passes over the grid with the same noise (l first, then f and f'), streamed over chunks of samples, so
+memory does not grow with the number of samples beyond one chunk.
+
+Paths: ``"noised"`` (the paper) takes x_t = alpha x0 + sigma z; ``"ode"`` (an accel option, not in the paper)
+takes x_t on the guided probability-flow ODE's own paths from noise (a fine DPM-Solver++ 2M solve through
+the grid), because under classifier-free guidance the ODE's marginals are not the noised marginals of
+its samples, and the solver only ever meets x_t on those paths.
 """
 from __future__ import annotations
 
@@ -60,34 +65,80 @@ def lambda_range(scheduler, steps: int = 1000) -> tuple[float, float]:
     return lams[0], lams[1]
 
 
-def compute_ems(fn, scheduler, x0: torch.Tensor, grid_points: int = 100, seed: int = 0, progress: bool = True):
-    """l, s, b [K+1, C, H, W] and the lambda grid for the guided denoiser ``fn(x, t)`` on data latents ``x0``."""
+def compute_ems(fn, scheduler, x0: torch.Tensor, grid_points: int = 100, seed: int = 0, progress: bool = True,
+                path: str = "noised"):
+    """l, s, b [K+1, C, H, W] and the lambda grid for the guided denoiser ``fn(x, t)`` on data latents ``x0``
+    (``path="ode"``: only ``x0``'s shape is used; see the module docstring)."""
+    return compute_ems_chunked([(fn, x0)], scheduler, grid_points, seed, progress, path)
+
+
+def compute_ems_chunked(chunks: list[tuple], scheduler, grid_points: int = 100, seed: int = 0, progress: bool = True,
+                        path: str = "noised"):
+    """``compute_ems`` over ``[(fn, x0), ...]`` chunks (a denoiser per chunk of prompts), streaming the sums so memory
+    stays at one chunk however many samples the statistics average over."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if path not in ("noised", "ode"):
+        raise ValueError(f"path must be 'noised' or 'ode', not {path!r}")
     # forward-mode AD is implemented for the math attention kernel only (not the fused CPU/GPU kernels);
     # no_grad: forward-mode JVPs need no reverse graph, which would otherwise pin every step's activations
     with sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
-        return _compute_ems(fn, scheduler, x0, grid_points, seed, progress)
+        return _compute_ems(chunks, scheduler, grid_points, seed, progress, path)
 
 
-def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
+def _eps_of(fn, pt: str, x, t, a, s):
+    a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
+    return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
+
+
+def ode_path(fn, scheduler, z: torch.Tensor, lams: np.ndarray, refine: int = 4) -> list[torch.Tensor]:
+    """x at each of ``lams`` (increasing) on the ODE path of ``fn`` from x = z at lams[0]: DPM-Solver++ 2M in
+    lambda (data prediction) with ``refine`` substeps per grid interval."""
+    pt = prediction_type(scheduler)
+    x, x0_prev, h_prev, out = z.clone(), None, None, [z.clone()]
+    for k in range(len(lams) - 1):
+        sub = np.linspace(lams[k], lams[k + 1], refine + 1)
+        for j in range(refine):
+            a_s, s_s, t = _alpha_sigma_t(scheduler, float(sub[j]))
+            a_t, s_t, _ = _alpha_sigma_t(scheduler, float(sub[j + 1]))
+            x0 = to_x0(fn(x, t), x, torch.tensor(a_s), torch.tensor(s_s), pt)
+            h = float(sub[j + 1] - sub[j])
+            d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
+            x = (s_t / s_s) * x - a_t * math.expm1(-h) * d
+            x0_prev, h_prev = x0, h
+        out.append(x.clone())
+    return out
+
+
+def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
     pt = prediction_type(scheduler)
     lam_t, lam_0 = lambda_range(scheduler)
     lams = np.linspace(lam_t, lam_0, grid_points + 1)
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(x0.shape, generator=g)
-    v = torch.randint(0, 2, x0.shape, generator=g).float() * 2 - 1
+    noise = []  # per chunk: z (the path's noise) and v (Hutchinson's probe), reused by both passes
+    for c, (_, x0) in enumerate(chunks):
+        g = torch.Generator().manual_seed(seed + 7919 * c)
+        noise.append((torch.randn(x0.shape, generator=g), torch.randint(0, 2, x0.shape, generator=g).float() * 2 - 1))
+    n = sum(len(x0) for _, x0 in chunks)
+    paths = None
+    if path == "ode":  # x_t of every chunk at every grid point, from the chunk's noise (kept for both passes)
+        paths = [ode_path(fn, scheduler, z.to(x0.dtype), lams)
+                 for (fn, x0), (z, _) in tqdm(list(zip(chunks, noise)), desc="ems: ODE paths", disable=not progress)]
 
-    def eps_of(x, t, a, s):
-        a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
-        return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
+    def x_at(c: int, k: int, a: float, s: float) -> torch.Tensor:
+        return paths[c][k] if paths is not None else a * chunks[c][1] + s * noise[c][0]
+
+    def eps_of(fn, x, t, a, s):
+        return _eps_of(fn, pt, x, t, a, s)
 
     ls = []
     for lam in tqdm(lams, desc="ems: l (Hutchinson)", disable=not progress):
         a, s, t = _alpha_sigma_t(scheduler, float(lam))
-        x = a * x0 + s * z
-        _, jv = torch.func.jvp(lambda xx: eps_of(xx, t, a, s), (x,), (v,))
-        ls.append((s * jv * v).mean(0))
+        acc = 0.0
+        for c, ((fn, _), (_, v)) in enumerate(zip(chunks, noise)):
+            x = x_at(c, len(ls), a, s)
+            _, jv = torch.func.jvp(lambda xx: eps_of(fn, xx, t, a, s), (x,), (v,))
+            acc = acc + (s * jv * v).double().sum(0)
+        ls.append(acc / n)
     l = torch.stack(ls).double()
     dl = torch.gradient(l, spacing=(torch.tensor(lams, dtype=torch.float64),), dim=0)[0]
     # smooth l' over +-0.25 in lambda: the official setting (+-5 points of a 250-point SD grid); as +-5 points on
@@ -105,22 +156,26 @@ def _compute_ems(fn, scheduler, x0, grid_points, seed, progress):
         # dt/dlambda by differences that stay inside the schedule (t is clamped past its ends)
         lo, hi = max(float(lam) - 1e-3, lams[0]), min(float(lam) + 1e-3, lams[-1])
         dt = (_alpha_sigma_t(scheduler, hi)[2] - _alpha_sigma_t(scheduler, lo)[2]) / (hi - lo)
-        x = a * x0 + s * z
-        with torch.no_grad():
-            eps = eps_of(x, t, a, s)
-        x_dot = (da * x - s * eps).to(x.dtype)
-        # alpha and sigma move with t inside the JVP: for flow models eps = x + alpha v depends on t through
-        # alpha as well as through the network (for epsilon models they cancel)
-        eps, deps = torch.func.jvp(lambda xx, tt: eps_of(xx, tt, *_alpha_sigma_of_t(scheduler, tt)),
-                                   (x, torch.tensor(float(t), dtype=torch.float64)), (x_dot, torch.tensor(float(dt), dtype=torch.float64)))
-        eps, deps, xd = eps.double(), deps.double(), x.double()
-        f = (s * eps - l[k] * xd) / a
-        fp = math.exp(-lam) * ((l[k] - 1) * eps + deps) - dl[k] * xd / a
-        mf, mfp = f.mean(0), fp.mean(0)
-        cov = ((f - mf) * (fp - mfp)).mean(0)
+        sums = [0.0] * 5  # f, f', f f', f^2, f'^2 summed over samples
+        for c, (fn, _) in enumerate(chunks):
+            x = x_at(c, k, a, s)
+            eps = eps_of(fn, x, t, a, s)
+            x_dot = (da * x - s * eps).to(x.dtype)
+            # alpha and sigma move with t inside the JVP: for flow models eps = x + alpha v depends on t through
+            # alpha as well as through the network (for epsilon models they cancel)
+            eps, deps = torch.func.jvp(lambda xx, tt: eps_of(fn, xx, tt, *_alpha_sigma_of_t(scheduler, tt)),
+                                       (x, torch.tensor(float(t), dtype=torch.float64)),
+                                       (x_dot, torch.tensor(float(dt), dtype=torch.float64)))
+            eps, deps, xd = eps.double(), deps.double(), x.double()
+            f = (s * eps - l[k] * xd) / a
+            fp = math.exp(-lam) * ((l[k] - 1) * eps + deps) - dl[k] * xd / a
+            for j, term in enumerate((f, fp, f * fp, f * f, fp * fp)):
+                sums[j] = sums[j] + term.sum(0)
+        mf, mfp, mffp, mff, mfpfp = (v / n for v in sums)
+        cov = mffp - mf * mfp
         # departure: ridge term 1e-4 Var(f'): where f hardly varies (std below 1% of f''s) the ratio is noise over
         # noise (s ~ 1e4 on exactly Gaussian data, then e^S overflows); there s shrinks to 0, elsewhere nothing changes
-        var = ((f - mf) ** 2).mean(0) + 1e-4 * ((fp - mfp) ** 2).mean(0) + 1e-30
+        var = (mff - mf * mf) + 1e-4 * (mfpfp - mfp * mfp) + 1e-30
         sk = cov / var
         ss.append(sk)
         bs.append(mfp - sk * mf)
@@ -144,9 +199,14 @@ def _cli_args(p) -> None:
     p.add_argument("--guidance", type=float, default=4.5)
     p.add_argument("--num-samples", type=int, default=64, help="data latents the statistics average over")
     p.add_argument("--grid-points", type=int, default=100, help="lambda grid intervals")
-    p.add_argument("--data", default="real", choices=("real", "samples"),
-                   help="real: dataset images through the VAE (reference pipelines); samples: the model's own")
-    p.add_argument("--prompts", help="prompts for --data samples, one per line")
+    p.add_argument("--data", default="real", choices=("real", "samples", "paths"),
+                   help="real: dataset images through the VAE, noised (reference pipelines); samples: the model's own, "
+                        "generated at --guidance with --sample-steps steps, noised; paths: x_t on the guided ODE's own "
+                        "paths from noise (an accel option, see `accel.calibrate.ems`)")
+    p.add_argument("--prompts", help="prompts for --data samples/paths, one per line (reference pipelines: calibration "
+                                     "prompts by default)")
+    p.add_argument("--sample-steps", type=int, default=50, help="steps of the pipeline's scheduler for --data samples")
+    p.add_argument("--batch", type=int, default=64, help="samples per chunk (memory); the statistics use them all")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -161,18 +221,36 @@ def _cli_run(a) -> None:
 
     pipe = _load(a.pipeline)
     pipe.set_progress_bar_config(disable=True)
+    ref = getattr(pipe, "accel_reference", None)
     if a.data == "real":
-        if getattr(pipe, "accel_reference", None) is None:
+        if ref is None:
             raise CLIError("--data real needs a reference pipeline (its dataset is known); use --data samples")
         x0, prompts = reference_data_latents(pipe, a.num_samples, a.seed)
-    else:
-        if not a.prompts or not Path(a.prompts).exists():
-            raise CLIError("--data samples needs --prompts FILE")
-        prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()][: a.num_samples]
-        x0 = pipe(prompts, num_inference_steps=50, guidance_scale=a.guidance, output_type="latent",
-                  generator=torch.Generator().manual_seed(a.seed), **getattr(pipe, "accel_defaults", {})).images.float()
-    fn = GuidedDenoiser(pipe, {"prompt": prompts}, a.guidance)
-    lams, l, s, b = compute_ems(fn, pipe.scheduler, x0, a.grid_points, a.seed)
+    else:  # samples, paths: the model's own, on prompts
+        if a.prompts:
+            if not Path(a.prompts).exists():
+                raise CLIError(f"--prompts {a.prompts}: no such file")
+            prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()][: a.num_samples]
+        elif ref is not None:
+            from accel.pipelines.data import calibration_prompts
+
+            prompts = calibration_prompts(a.num_samples, seed=a.seed + 1)
+        else:
+            raise CLIError(f"--data {a.data} needs --prompts FILE")
+    if a.data == "paths":  # the paths start from noise: x0 only gives the shape
+        from accel.pipelines.families import latent_hw
+
+        channels = GuidedDenoiser(pipe, {"prompt": prompts[:1]}, a.guidance).channels
+        x0 = torch.zeros(len(prompts), channels, *latent_hw(pipe))
+    elif a.data == "samples":
+        x0 = torch.cat([pipe(prompts[i : i + a.batch], num_inference_steps=a.sample_steps, guidance_scale=a.guidance,
+                             output_type="latent", generator=torch.Generator().manual_seed(a.seed + i),
+                             **getattr(pipe, "accel_defaults", {})).images.float()
+                        for i in tqdm(range(0, len(prompts), a.batch), desc="ems: samples")])
+    chunks = [(GuidedDenoiser(pipe, {"prompt": prompts[i : i + a.batch]}, a.guidance), x0[i : i + a.batch])
+              for i in range(0, len(x0), a.batch)]
+    lams, l, s, b = compute_ems_chunked(chunks, pipe.scheduler, a.grid_points, a.seed,
+                                        path="ode" if a.data == "paths" else "noised")
     _, den = find_denoiser(pipe)
     save_ems(a.out, lams, l, s, b, {"fingerprint": fingerprint(den), "guidance": str(a.guidance),
                                    "data": a.data, "num_samples": str(len(x0))})

@@ -69,8 +69,9 @@ def _gaussian_model(scheduler, c: float, flow: bool):
     return fn, alpha_sigma
 
 
+@pytest.mark.parametrize("path", ["noised", "ode"])
 @pytest.mark.parametrize("flow", [False, True])
-def test_v3_with_computed_statistics_is_exact_on_gaussian_data(flow):
+def test_v3_with_computed_statistics_is_exact_on_gaussian_data(flow, path):
     """For Gaussian data N = sigma eps - l x vanishes with the EMS l, so DPM-Solver-v3 integrates the ODE exactly
     (up to the statistics' interpolation) where DPM-Solver++ at 5 steps does not: checks EMS and solver together."""
     from diffusers import DPMSolverMultistepScheduler
@@ -82,7 +83,7 @@ def test_v3_with_computed_statistics_is_exact_on_gaussian_data(flow):
     x0 = c * torch.randn(64, 2, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     import tempfile, os
 
-    lams, l, s, b = compute_ems(fn, base, x0, grid_points=200, progress=False)
+    lams, l, s, b = compute_ems(fn, base, x0, grid_points=200, progress=False, path=path)
     errs = {}
     with tempfile.TemporaryDirectory() as d:
         save_ems(os.path.join(d, "e.safetensors"), lams, l, s, b, {"fingerprint": "x"})
@@ -99,3 +100,26 @@ def test_v3_with_computed_statistics_is_exact_on_gaussian_data(flow):
             exact = start * ((a_f**2 * c * c + s_f**2) / (a_T**2 * c * c + s_T**2)) ** 0.5
             errs[name] = float(((x - exact) ** 2).mean() / (exact**2).mean())
     assert errs["v3"] < 1e-3 and errs["v3"] < 0.1 * errs["dpm++"], errs
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_ode_path_follows_the_exact_gaussian_flow(flow):
+    """``ode_path`` (the ``--data paths`` statistics) lands on the exact probability-flow ODE solution at every grid
+    point: for Gaussian data the ODE only rescales x, by the ratio of marginal standard deviations."""
+    import numpy as np
+    from diffusers import DPMSolverMultistepScheduler
+
+    from accel.calibrate.ems import _alpha_sigma_t, lambda_range, ode_path
+
+    kw = dict(use_flow_sigmas=True, prediction_type="flow_prediction") if flow else {}
+    base = DPMSolverMultistepScheduler(num_train_timesteps=1000, **kw)
+    c = 0.5
+    fn, _ = _gaussian_model(base, c, flow)
+    lams = np.linspace(*lambda_range(base), 21)
+    z = torch.randn(4, 2, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xs = ode_path(fn, base, z, lams)
+    a_T, s_T, _ = _alpha_sigma_t(base, float(lams[0]))
+    for lam, x in zip(lams, xs):
+        a, s, _ = _alpha_sigma_t(base, float(lam))
+        exact = z * ((a * a * c * c + s * s) / (a_T**2 * c * c + s_T**2)) ** 0.5
+        assert float(((x - exact) ** 2).mean() / (exact**2).mean()) < 1e-4
