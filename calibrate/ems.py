@@ -121,7 +121,8 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
     n = sum(len(x0) for _, x0 in chunks)
     paths = None
     if path == "ode":  # x_t of every chunk at every grid point, from the chunk's noise (kept for both passes)
-        paths = [ode_path(fn, scheduler, z.to(x0.dtype), lams)
+        refine = max(1, math.ceil(160 / grid_points))  # at least 160 solver steps over the range
+        paths = [ode_path(fn, scheduler, z.to(x0.dtype), lams, refine)
                  for (fn, x0), (z, _) in tqdm(list(zip(chunks, noise)), desc="ems: ODE paths", disable=not progress)]
 
     def x_at(c: int, k: int, a: float, s: float) -> torch.Tensor:

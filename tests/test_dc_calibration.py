@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import accel
-from accel.calibrate.dc import calibrate_dc, fit_cpr, load_dc, sample, save_dc, search_ratios
+from accel.calibrate.dc import calibrate_dc, fit_cpr, load_dc, refine_ratios, sample, save_dc, search_ratios
 from accel.calibrate.model_fn import GuidedDenoiser
 from accel.solvers import DCSolverScheduler, cpr_ratios
 from tiny import BUILDERS
@@ -39,6 +39,11 @@ def test_search_finds_ratios_no_worse_than_unipc_and_files_carry_the_fingerprint
     assert ratios != [1.0] * 5  # a random model still has a compensation that helps somewhere
     x_dc, _ = sample(fn, DCSolverScheduler.from_config(pipe.scheduler.config, dc_ratios=ratios), noise, 5)
     assert mse == pytest.approx(float(((x_dc - gt.latents[-1]) ** 2).mean()), rel=1e-5)
+
+    refined, mse_f = refine_ratios(fn, pipe.scheduler.config, noise, 5, gt.latents[-1], ratios, max_evals=30)
+    assert refined[:2] == [1.0, 1.0] and all(0.5 <= r <= 1.5 for r in refined) and mse_f <= mse + 1e-9
+    x_ref, _ = sample(fn, DCSolverScheduler.from_config(pipe.scheduler.config, dc_ratios=refined), noise, 5)
+    assert mse_f == pytest.approx(float(((x_ref - gt.latents[-1]) ** 2).mean()), rel=1e-5)
 
     content = {"fingerprint": "another-model", "searched": [{"nfe": 5, "guidance": 4.0, "ratios": ratios}],
                "cpr_coefficients": [1.0] + [0.0] * 35}

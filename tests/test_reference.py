@@ -41,3 +41,19 @@ def test_captions_and_prompts():
     assert [label_of_prompt(p) for p in prompts] == labels
     assert label_of_prompt("a grayscale picture of a t-shirt") == 0 and label_of_prompt("a shirt") == 6
     assert not set(calibration_prompts(50)) & set(eval_prompts(500)[0])  # disjoint templates
+
+
+@pytest.mark.parametrize("name", ["pixart-eps", "pixart-flow"])
+def test_shipped_solver_files_belong_to_their_reference_model(name):
+    """The shipped v3 statistics and DC ratios are the defaults of solver="v3" / "dc:4.5"; their fingerprints
+    must match the shipped weights (``accel.apply`` raises otherwise), and a few-step call stays finite."""
+    if not is_available(name):
+        pytest.skip(f"{name} weights not trained yet")
+    pipe = load_reference(name)
+    pipe.set_progress_bar_config(disable=True)
+    for solver in ("v3", "dc:4.5"):
+        accel.apply(pipe, solver=solver)
+        out = pipe(["a photo of a sneaker"], num_inference_steps=5, guidance_scale=4.5, output_type="latent",
+                   generator=torch.Generator().manual_seed(0), **pipe.accel_defaults).images
+        accel.remove(pipe)
+        assert torch.isfinite(out).all()
