@@ -131,7 +131,8 @@ def refine_ratios(fn, config, noise: torch.Tensor, nfe: int, target: torch.Tenso
     start = np.clip(np.asarray(ratios[2:], dtype=np.float64), *bounds)
     res = minimize(loss, start, method="Powell", bounds=[bounds] * len(start),
                    options={"maxfev": max_evals, "xtol": 1e-3, "ftol": 1e-4})
-    best, best_loss = (res.x, float(res.fun)) if res.fun < loss(start) else (start, loss(start))
+    start_loss = loss(start)
+    best, best_loss = (res.x, float(res.fun)) if res.fun < start_loss else (start, start_loss)
     return [1.0, 1.0] + [float(v) for v in best], best_loss
 
 

@@ -86,11 +86,6 @@ def compute_ems_chunked(chunks: list[tuple], scheduler, grid_points: int = 100, 
         return _compute_ems(chunks, scheduler, grid_points, seed, progress, path)
 
 
-def _eps_of(fn, pt: str, x, t, a, s):
-    a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
-    return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
-
-
 def ode_path(fn, scheduler, z: torch.Tensor, lams: np.ndarray, refine: int = 4) -> list[torch.Tensor]:
     """x at each of ``lams`` (increasing) on the ODE path of ``fn`` from x = z at lams[0]: DPM-Solver++ 2M in
     lambda (data prediction) with ``refine`` substeps per grid interval."""
@@ -129,14 +124,15 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
         return paths[c][k] if paths is not None else a * chunks[c][1] + s * noise[c][0]
 
     def eps_of(fn, x, t, a, s):
-        return _eps_of(fn, pt, x, t, a, s)
+        a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
+        return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
 
     ls = []
-    for lam in tqdm(lams, desc="ems: l (Hutchinson)", disable=not progress):
+    for k, lam in enumerate(tqdm(lams, desc="ems: l (Hutchinson)", disable=not progress)):
         a, s, t = _alpha_sigma_t(scheduler, float(lam))
         acc = 0.0
         for c, ((fn, _), (_, v)) in enumerate(zip(chunks, noise)):
-            x = x_at(c, len(ls), a, s)
+            x = x_at(c, k, a, s)
             _, jv = torch.func.jvp(lambda xx: eps_of(fn, xx, t, a, s), (x,), (v,))
             acc = acc + (s * jv * v).double().sum(0)
         ls.append(acc / n)
@@ -238,18 +234,18 @@ def _cli_run(a) -> None:
             prompts = calibration_prompts(a.num_samples, seed=a.seed + 1)
         else:
             raise CLIError(f"--data {a.data} needs --prompts FILE")
+    starts = range(0, len(prompts), a.batch)
+    fns = [GuidedDenoiser(pipe, {"prompt": prompts[i : i + a.batch]}, a.guidance) for i in starts]
     if a.data == "paths":  # the paths start from noise: x0 only gives the shape
         from accel.pipelines.families import latent_hw
 
-        channels = GuidedDenoiser(pipe, {"prompt": prompts[:1]}, a.guidance).channels
-        x0 = torch.zeros(len(prompts), channels, *latent_hw(pipe))
+        x0 = torch.zeros(len(prompts), fns[0].channels, *latent_hw(pipe))
     elif a.data == "samples":
         x0 = torch.cat([pipe(prompts[i : i + a.batch], num_inference_steps=a.sample_steps, guidance_scale=a.guidance,
                              output_type="latent", generator=torch.Generator().manual_seed(a.seed + i),
                              **getattr(pipe, "accel_defaults", {})).images.float()
-                        for i in tqdm(range(0, len(prompts), a.batch), desc="ems: samples")])
-    chunks = [(GuidedDenoiser(pipe, {"prompt": prompts[i : i + a.batch]}, a.guidance), x0[i : i + a.batch])
-              for i in range(0, len(x0), a.batch)]
+                        for i in tqdm(starts, desc="ems: samples")])
+    chunks = [(fn, x0[i : i + a.batch]) for fn, i in zip(fns, starts)]
     lams, l, s, b = compute_ems_chunked(chunks, pipe.scheduler, a.grid_points, a.seed,
                                         path="ode" if a.data == "paths" else "noised")
     _, den = find_denoiser(pipe)
