@@ -12,6 +12,9 @@ import numpy as np
 from .pipelines.families import find_denoiser, fingerprint, layout_of
 
 
+REUSE_MODES = ("hold", "taylor")
+
+
 class ScheduleMismatchError(ValueError):
     """A schedule made for another model than the one it is applied to."""
 
@@ -19,6 +22,10 @@ class ScheduleMismatchError(ValueError):
 @dataclass
 class CacheSchedule:
     """Which component of which block is computed at which step; the rest reuse their last output.
+
+    ``reuse`` says what a reused entry returns: ``"hold"`` (the papers: the last computed output as is) or
+    ``"taylor"`` (an accel option: the first-order extrapolation, in step index, through the last two computed
+    outputs of that component, as TaylorSeer forecasts; it falls back to hold until two exist).
 
     Example:
         >>> import accel
@@ -35,8 +42,11 @@ class CacheSchedule:
     resolution: tuple[int, int] | None = None
     method: str = "custom"
     metadata: dict[str, Any] = field(default_factory=dict)
+    reuse: str = "hold"
 
     def __post_init__(self) -> None:
+        if self.reuse not in REUSE_MODES:
+            raise ValueError(f"reuse must be one of {REUSE_MODES}, not {self.reuse!r}")
         self.table = np.asarray(self.table, dtype=bool)
         self.components = tuple(self.components)
         if self.table.ndim != 3 or self.table.shape[2] != len(self.components):
@@ -65,7 +75,8 @@ class CacheSchedule:
         return cls._for(pipe, np.ones((num_inference_steps, 1, 1), bool), method="full", **kw)
 
     @classmethod
-    def uniform(cls, pipe, num_inference_steps: int, interval: int, warmup: int = 0, **kw) -> "CacheSchedule":
+    def uniform(cls, pipe, num_inference_steps: int, interval: int, warmup: int = 0, reuse: str = "hold",
+                **kw) -> "CacheSchedule":
         """FORA-style static schedule: every component is computed every ``interval`` steps and reused between.
 
         The first ``warmup`` steps always compute; blocks the family marks as always-compute (the shallow
@@ -75,18 +86,19 @@ class CacheSchedule:
             raise ValueError(f"interval must be >= 1, got {interval}")
         steps = np.arange(num_inference_steps)
         on = ((steps % interval) == 0) | (steps < warmup)
-        return cls._for(pipe, on[:, None, None], method=f"uniform(interval={interval}, warmup={warmup})", **kw)
+        return cls._for(pipe, on[:, None, None], method=f"uniform(interval={interval}, warmup={warmup})", reuse=reuse,
+                        **kw)
 
     @classmethod
     def _for(cls, pipe, steps_on: np.ndarray, method: str, resolution: tuple[int, int] | None = None,
-             **metadata) -> "CacheSchedule":
+             reuse: str = "hold", **metadata) -> "CacheSchedule":
         _, den = find_denoiser(pipe)
         layout = layout_of(den)
         blocks = layout.blocks(den)
         table = np.broadcast_to(steps_on, (steps_on.shape[0], len(blocks), len(layout.component_names))).copy()
         for b in layout.always_compute_blocks:
             table[:, b] = True
-        return cls(table, layout.name, layout.component_names, fingerprint(den), resolution, method, metadata)
+        return cls(table, layout.name, layout.component_names, fingerprint(den), resolution, method, metadata, reuse)
 
     # -- checks and resampling -----------------------------------------------------------------
     def check_compatible(self, denoiser) -> None:
@@ -120,7 +132,8 @@ class CacheSchedule:
         table = self.table[src].copy()
         table[0] = True
         meta = dict(self.metadata, resampled_from=n_old)
-        return CacheSchedule(table, self.family, self.components, self.fingerprint, self.resolution, self.method, meta)
+        return CacheSchedule(table, self.family, self.components, self.fingerprint, self.resolution, self.method, meta,
+                             self.reuse)
 
     # -- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +147,7 @@ class CacheSchedule:
             "resolution": list(self.resolution) if self.resolution else None,
             "method": self.method,
             "metadata": self.metadata,
+            "reuse": self.reuse,
             # one string per step, per block: "1" compute / "0" reuse for each component
             "table": [["".join("1" if c else "0" for c in blk) for blk in step] for step in self.table],
         }
@@ -147,7 +161,7 @@ class CacheSchedule:
             raise ValueError("schedule table does not match its declared steps and blocks")
         res = tuple(d["resolution"]) if d.get("resolution") else None
         return cls(table, d["family"], tuple(d["components"]), d["fingerprint"], res, d.get("method", "custom"),
-                   d.get("metadata", {}))
+                   d.get("metadata", {}), d.get("reuse", "hold"))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -156,7 +156,8 @@ def fit_cpr(records: list[dict], ridge: float = 1e-4) -> list[float]:
 
 
 def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[float], gt_steps: int = 200,
-                 seed: int = 0, progress: bool = True, objective: str = "steps") -> dict:
+                 seed: int = 0, progress: bool = True, objective: str = "steps",
+                 bounds: tuple[float, float] = (0.5, 1.5)) -> dict:
     """Search ratios for every (NFE, guidance) and fit CPR; returns the content of a DC ratio file.
     ``objective``: ``"steps"`` (the paper: greedy, each step against the ground truth at its noise level) or
     ``"final"`` (then refined jointly on the final latent, ``refine_ratios``)."""
@@ -177,16 +178,16 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
         _, gt = sample(fn, gt_sched, noise, gt_steps, record=True)
         for nfe in nfes:
             x_unipc, _ = sample(fn, DCSolverScheduler.from_config(pipe.scheduler.config), noise, nfe)
-            ratios, mse = search_ratios(fn, pipe.scheduler.config, noise, nfe, gt)
+            ratios, mse = search_ratios(fn, pipe.scheduler.config, noise, nfe, gt, bounds)
             if objective == "final":
-                ratios, mse = refine_ratios(fn, pipe.scheduler.config, noise, nfe, gt.latents[-1], ratios)
+                ratios, mse = refine_ratios(fn, pipe.scheduler.config, noise, nfe, gt.latents[-1], ratios, bounds)
             unipc_mse = float(torch.mean((x_unipc.float() - gt.latents[-1].float()) ** 2))
             records.append({"nfe": nfe, "guidance": g, "ratios": ratios, "mse": mse, "unipc_mse": unipc_mse})
             bar.set_postfix(nfe=nfe, g=g, mse=f"{mse:.4f}", unipc=f"{unipc_mse:.4f}")
             bar.update()
     bar.close()
     return {"fingerprint": fingerprint(den), "gt_steps": gt_steps, "num_datapoints": len(prompts),
-            "objective": objective, "searched": records, "cpr_coefficients": fit_cpr(records)}
+            "objective": objective, "bounds": list(bounds), "searched": records, "cpr_coefficients": fit_cpr(records)}
 
 
 def save_dc(path: str | Path, content: dict) -> None:

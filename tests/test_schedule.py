@@ -79,3 +79,25 @@ def test_stats_macs_match_a_direct_flop_count():
     st = accel.stats(pipe)
     assert st.macs_computed == cached_direct < direct
     assert st.denoise_seconds > 0 and str(st).startswith("accel stats (pixart)")
+
+
+def test_taylor_reuse_extrapolates_the_last_two_computed_outputs(tmp_path):
+    pipe = tiny_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    s = accel.CacheSchedule.uniform(pipe, 6, interval=2, reuse="taylor")
+    t = accel.CacheSchedule.load(s.save(tmp_path / "t.json"))
+    assert t.reuse == "taylor" and accel.CacheSchedule.uniform(pipe, 6, 2).reuse == "hold"
+    with pytest.raises(ValueError, match="reuse must be one of"):
+        accel.CacheSchedule.uniform(pipe, 6, 2, reuse="quadratic")
+    _, den = accel.pipelines.families.find_denoiser(pipe)
+    ff = den.transformer_blocks[-1].ff
+    seen = []
+    h = ff.register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
+    accel.apply(pipe, cache=str(tmp_path / "t.json"))
+    images(pipe, **pixart_inputs())
+    h.remove()
+    assert len(seen) == 6  # computed at steps 0, 2, 4; reused at 1, 3, 5
+    assert torch.equal(seen[1], seen[0])  # one computed output so far: held
+    for k in (3, 5):  # steps k-1 and k-3 computed: last + (1/2)(last - previous)
+        torch.testing.assert_close(seen[k], seen[k - 1] + 0.5 * (seen[k - 1] - seen[k - 3]))
+        assert not torch.equal(seen[k], seen[k - 1])

@@ -53,11 +53,15 @@ def _plain(spec: str, arg: str) -> Row:
 
 @row_kind("uniform")
 def _uniform(spec: str, arg: str) -> Row:
-    """accel's uniform schedule (compute every K-th step): ``uniform:K``."""
-    k = int(arg or 2)
-    return Row(spec, f"accel uniform every {k}",
-               lambda pipe, cfg: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, cfg.steps, k)),
-               accel.remove, config={"kind": "uniform", "interval": k})
+    """accel's uniform schedule (compute every K-th step): ``uniform:K``, or ``uniform:K:taylor`` to forecast
+    reused outputs (``CacheSchedule.reuse``)."""
+    k_arg, _, reuse = (arg or "2").partition(":")
+    k, reuse = int(k_arg), reuse or "hold"
+    if reuse not in accel.schedule.REUSE_MODES:
+        raise ValueError(f"bench method {spec!r}: reuse is one of {accel.schedule.REUSE_MODES}")
+    return Row(spec, f"accel uniform every {k}" + (f" ({reuse})" if reuse != "hold" else ""),
+               lambda pipe, cfg: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, cfg.steps, k, reuse=reuse)),
+               accel.remove, config={"kind": "uniform", "interval": k, "reuse": reuse})
 
 
 @row_kind("schedule")
@@ -67,7 +71,8 @@ def _schedule(spec: str, arg: str) -> Row:
     if not path.exists():
         raise FileNotFoundError(f"schedule file {arg!r} not found")
     sched = accel.CacheSchedule.load(path)
-    return Row(spec, f"accel {sched.method} ({path.name})", lambda pipe, cfg: accel.apply(pipe, cache=sched),
+    reuse = f", {sched.reuse}" if sched.reuse != "hold" else ""
+    return Row(spec, f"accel {sched.method} ({path.name}{reuse})", lambda pipe, cfg: accel.apply(pipe, cache=sched),
                accel.remove, config={"kind": "schedule", "path": str(path), "method": sched.method})
 
 
@@ -363,7 +368,8 @@ def _stack(spec: str, arg: str) -> Row:
         if "solver" in subrows:
             kw["solver"] = with_guidance(subrows["solver"].config["solver"], cfg.guidance)
         if "uniform" in subrows:
-            kw["cache"] = accel.CacheSchedule.uniform(pipe, steps, subrows["uniform"].config["interval"])
+            u = subrows["uniform"].config
+            kw["cache"] = accel.CacheSchedule.uniform(pipe, steps, u["interval"], reuse=u["reuse"])
         if "schedule" in subrows:
             kw["cache"] = subrows["schedule"].config["path"]
         for g in ("apg", "facfg"):

@@ -23,6 +23,7 @@ class SchedulePolicy:
 
     def __init__(self, schedule: CacheSchedule) -> None:
         self.schedule = schedule
+        self.reuse = schedule.reuse  # "hold" or "taylor" (read by RunState)
         self._rows: list[list[list[bool]]] = []
         self._n: int | None = None
 

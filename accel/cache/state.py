@@ -21,6 +21,15 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return None
 
 
+def _extrapolate(last, prev, w: float):
+    """``last + w (last - prev)`` for a tensor or a tuple of tensors (other members are returned as in ``last``)."""
+    if isinstance(last, torch.Tensor):
+        return torch.lerp(prev, last, 1.0 + w) if last.is_floating_point() else last
+    if isinstance(last, tuple):
+        return tuple(_extrapolate(a, b, w) for a, b in zip(last, prev))
+    return last
+
+
 @dataclass
 class Refresh:
     """Lookup answer of token-refresh policies: recompute ``fraction`` of the tokens of the stored entry."""
@@ -149,6 +158,9 @@ class RunState:
             return None  # nothing stored yet (or another shape): compute, as ECAD's code does
         if dec is False or dec <= 0:
             self.record.reused[slot] += 1
+            if len(hit) == 5 and hit[3] is not None:  # taylor reuse: (shape, out, step, prev out, prev step)
+                _, out, s1, prev, s0 = hit
+                return _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
             return hit[1]
         if len(hit) < 3:
             return None
@@ -169,5 +181,9 @@ class RunState:
         if getattr(self.policy, "keeps_inputs", False) and x is not None:
             core = getattr(getattr(self._modules[slot], "processor", None), "last_core", None) if self._modules else None
             self._store[slot][self._branch] = [x.shape, output, x, core]
+        elif getattr(self.policy, "reuse", "hold") == "taylor":
+            step, old = self._offset + self._step, self._store[slot].get(self._branch)
+            prev = (old[1], old[2]) if old is not None and len(old) == 5 and old[2] < step else (None, None)
+            self._store[slot][self._branch] = (x.shape if x is not None else None, output, step, *prev)
         else:
             self._store[slot][self._branch] = (x.shape if x is not None else None, output)
