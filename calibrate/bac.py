@@ -8,6 +8,10 @@
    block or below it updates, so their errors are refreshed before they propagate.
 4. The budget is a target speed-up (or MACs fraction): the largest M whose schedule meets it.
 
+``reuse="taylor"`` (accel's extension, not in the paper): reused features are forecast from the last two
+updates (``CacheSchedule.reuse``) and the scheduler plans for that (``acs_all_forecast``), because holding
+a feature across the steps where the image forms costs more than the paper's policies could tolerate here.
+
 Departures from the paper, each for a stated reason: the paper uses diffusion policies and one M
 given by hand; here M is derived from the budget (users think in speed-ups), and the speed-up is
 predicted by a latency model measured on the pipeline itself (two timed calls) because MACs
@@ -82,6 +86,65 @@ def acs_all(sim: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
     return dp[1:, -1].copy(), [_backtrack(arg, m, k_steps) for m in range(1, k_steps + 1)]
 
 
+def acs_all_forecast(sim: np.ndarray, fsim: np.ndarray, warmup: int = 0) -> tuple[np.ndarray, list[list[int]]]:
+    """The Adaptive Caching Scheduler for forecast reuse (``CacheSchedule(reuse="taylor")``), for every update
+    count m = 1..K (index m - 1; -inf and [] where m cannot hold the warm-up).
+
+    A reused step t after updates j < i is scored by ``fsim[j, i, t]`` (the forecast's similarity), after the first
+    update alone by ``sim[0, t]`` (held). The segment value then depends on the last two updates, so the programme
+    runs over pairs: f[k][i, j] = best value of the steps before i with k updates, the last two at j < i;
+    f[k+1][n, i] = max_j f[k][i, j] + sum_{t=i..n-1} fsim[j, i, t]. An accel extension of BAC (the paper holds
+    reused features); the first ``warmup`` steps are forced updates.
+    """
+    k_steps = sim.shape[0]
+    t = np.arange(k_steps)
+    tri = (t[None, :, None] <= t[None, None, :])  # [1, i, t]: t >= i
+    pair = t[:, None] < t[None, :]  # [j, i]: j < i
+    fz = np.where(tri & pair[:, :, None], fsim, 0.0)
+    segf = np.full((k_steps, k_steps, k_steps + 1), -np.inf)  # segf[j, i, n] = sum_{t=i}^{n-1} fsim[j, i, t]
+    csum = np.cumsum(fz, axis=2)
+    for i in range(1, k_steps):
+        segf[:i, i, i + 1:] = csum[:i, i, i:]
+    hold = np.concatenate([[0.0], np.cumsum(sim[0])])  # hold[n] = sum_{t<n} sim[0, t]
+
+    def allowed(a: int, n: int) -> bool:  # no forced (warm-up) step strictly between updates a and n
+        return not (a + 1 < warmup and n > a + 1)
+
+    values = np.full(k_steps, -np.inf)
+    steps: list[list[int]] = [[] for _ in range(k_steps)]
+    if allowed(0, k_steps):
+        values[0], steps[0] = hold[k_steps], [0]
+    f = np.full((k_steps, k_steps), -np.inf)  # f[i, j] for the current k
+    for i in range(1, k_steps):
+        if allowed(0, i):
+            f[i, 0] = hold[i]
+    args: list[np.ndarray] = []  # per k >= 3: the j that reached f[n, i]
+    for k in range(2, k_steps + 1):
+        if k >= 3:
+            new = np.full((k_steps, k_steps), -np.inf)
+            arg = np.zeros((k_steps, k_steps), dtype=int)
+            for i in range(1, k_steps):
+                vals = f[i][:, None] + segf[:, i, :k_steps]  # [j, n]
+                best = np.argmax(vals, axis=0)
+                bv = vals[best, np.arange(k_steps)]
+                for n in range(i + 1, k_steps):
+                    if allowed(i, n) and bv[n] > new[n, i]:
+                        new[n, i], arg[n, i] = bv[n], best[n]
+            f = new
+            args.append(arg)
+        # close the last segment at the end (the last update must not skip a warm-up step)
+        tot = f + segf[:, :, k_steps].T  # [i, j]
+        tot[: max(warmup - 1, 0)] = -np.inf
+        if np.isfinite(tot).any():
+            i, j = np.unravel_index(int(np.argmax(tot)), tot.shape)
+            values[k - 1] = tot[i, j]
+            seq = [int(i), int(j)]
+            for arg in reversed(args):
+                seq.append(int(arg[seq[-2], seq[-1]]))
+            steps[k - 1] = sorted(seq)
+    return values, steps
+
+
 def allocate_updates(values: np.ndarray, macs: np.ndarray, budget: float) -> np.ndarray:
     """Update counts per component (>= 1) maximising the summed ACS value within ``budget`` MACs.
 
@@ -120,6 +183,16 @@ def schedule_value(sim: np.ndarray, updates: list[int]) -> float:
     return float(sum(cost[bounds[i], bounds[i + 1] - 1] for i in range(len(bounds) - 1)))
 
 
+def forecast_schedule_value(sim: np.ndarray, fsim: np.ndarray, updates: list[int]) -> float:
+    """Total similarity of a set of update steps under forecast reuse (what ``acs_all_forecast`` maximises)."""
+    u = sorted(updates)
+    total = 0.0
+    for t in range(sim.shape[0]):
+        last = [s for s in u if s <= t]
+        total += sim[0, t] if len(last) < 2 else fsim[last[-2], last[-1], t]
+    return float(total)
+
+
 def bubbling_union(updates: list[set[int]], errors: np.ndarray, slots: list[tuple[int, int]],
                    ffn_components: set[int], top_k: int) -> list[set[int]]:
     """The ``top_k`` slots by caching error also take the update steps of every FFN slot at their block or deeper."""
@@ -155,13 +228,13 @@ def _call(pipe, call: dict, steps: int, guidance: float, seed: int, kwargs: dict
 
 
 def record_statistics(pipe, calls: list[dict], steps: int, guidance: float, metric: str = "cosine", seed: int = 0,
-                      call_kwargs: dict | None = None) -> tuple[ComponentStatistics, list[int]]:
+                      call_kwargs: dict | None = None, forecast: bool = False) -> tuple[ComponentStatistics, list[int]]:
     """Run the pipeline on the calibration calls with everything computed; return the statistics and
     the MACs of each component per denoiser call (at the first call's shapes)."""
     kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
     accel.apply(pipe)  # count-only: all components compute
     h = handle_of(pipe)
-    rec = FeatureRecorder(len(h.state.slots), steps, metric=metric, seed=seed)
+    rec = FeatureRecorder(len(h.state.slots), steps, metric=metric, seed=seed, forecast=forecast)
     h.state.observers.append(rec.observe)
     macs = None
     try:
@@ -209,8 +282,12 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
 
 def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = 2.0,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
-                  call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0) -> accel.CacheSchedule:
+                  call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0,
+                  reuse: str = "hold") -> accel.CacheSchedule:
     """Calibrate a BAC schedule meeting a target speed-up of the denoising loop (or a MACs fraction).
+
+    ``reuse="taylor"`` (an accel extension) plans for forecast reuse: the scheduler scores reused steps by the
+    similarity of the first-order forecast (``acs_all_forecast``) and the schedule is saved with that reuse mode.
 
     Example:
         >>> from accel.pipelines import load_reference
@@ -224,13 +301,16 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         raise ValueError("give exactly one budget: speedup or macs_fraction")
     if allocation not in ("uniform", "greedy"):
         raise ValueError(f"allocation must be 'uniform' (the paper's one M) or 'greedy', not {allocation!r}")
+    if reuse not in accel.schedule.REUSE_MODES:
+        raise ValueError(f"reuse must be one of {accel.schedule.REUSE_MODES}, not {reuse!r}")
     if not 0 <= warmup < steps:
         raise ValueError(f"warmup must be in [0, steps), got {warmup}")
     _, den = find_denoiser(pipe)
     layout = layout_of(den)
     if not calls:
         raise ValueError("BAC needs at least one calibration call (prompts)")
-    stats, comp_macs = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs)
+    stats, comp_macs = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs,
+                                         forecast=reuse == "taylor")
     blocks = layout.blocks(den)
     h_slots = [(r.block, r.component) for blk in blocks for r in blk]
     ffn = {layout.component_names.index(c) for c in layout.ffn_components if c in layout.component_names}
@@ -244,11 +324,19 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     if speedup is not None:
         model = measure_latency_model(pipe, calls[0], steps, guidance, comp_macs, call_kwargs=call_kwargs)
 
-    curves = [acs_all(sims[s]) for s in range(len(h_slots))]  # one DP per component gives every update count
+    def curve(s: int) -> tuple[np.ndarray, list[set[int]]]:
+        """Value and update steps (warm-up included) of component s for every update count after the warm-up."""
+        if reuse == "taylor":
+            v, ups = acs_all_forecast(stats.similarity[s], stats.forecast[s], warmup)
+            return v[warmup:], [set(u) for u in ups[warmup:]]
+        v, ups = acs_all(sims[s])
+        return v, [placed(u) for u in ups]
+
+    curves = [curve(s) for s in range(len(h_slots))]  # one DP per component gives every update count
 
     def realise(counts) -> tuple[list[set[int]], float, float | None]:
         """Update steps for per-component counts after the Bubbling Union, their MACs and predicted speed-up."""
-        ups = bubbling_union([placed(curves[s][1][c - 1]) for s, c in enumerate(counts)], stats.error, h_slots, ffn,
+        ups = bubbling_union([curves[s][1][c - 1] for s, c in enumerate(counts)], stats.error, h_slots, ffn,
                              top_k)
         macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
         return ups, macs, (model.t_full / model.predict(macs) if model else None)
@@ -287,7 +375,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
-    return accel.CacheSchedule(table, layout.name, layout.component_names, fingerprint(den), None, "bac", meta)
+    return accel.CacheSchedule(table, layout.name, layout.component_names, fingerprint(den), None, "bac", meta, reuse)
 
 
 def _cli_args(p) -> None:
@@ -302,6 +390,9 @@ def _cli_args(p) -> None:
     p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
                    help="uniform: one update count M for every component (the paper); greedy: per-component counts "
                         "maximising the summed similarity per MAC")
+    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
+                   help="hold: reused features as computed (the paper); taylor: forecast them from the last two "
+                        "updates and plan the updates for that (an accel extension)")
 
 
 def _cli_run(a) -> None:
@@ -316,7 +407,7 @@ def _cli_run(a) -> None:
     try:
         sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch), steps=a.steps, guidance=a.guidance,
                               speedup=speedup, macs_fraction=a.macs_fraction, metric=a.metric, top_k=a.top_k,
-                              seed=a.seed, allocation=a.allocation, warmup=a.warmup)
+                              seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse)
     except ValueError as e:
         raise CLIError(str(e)) from None
     path = sched.save(a.out)

@@ -11,6 +11,9 @@ the same command continues and re-evaluates nothing. Distributed: under ``accele
 process evaluates a shard of the new candidates and the results are all-gathered; every process
 runs the same seeded NSGA-II, so the front does not depend on the number of processes.
 
+``reuse="taylor"`` (an accel option, not in the paper) searches schedules whose reused entries are forecast
+(``CacheSchedule.reuse``) instead of held.
+
 Departures: quality uses the reference metrics instead of ImageReward (no such weights offline);
 the official mutation rate p = 0.05 is read as a per-bit flip probability [unverified].
 """
@@ -51,6 +54,7 @@ class ECADConfig:
     spread_init: bool = True  # random members at densities 0.3-0.95 (False: all at 0.5, the paper's init)
     solver: str | None = None  # a solver name (accel.solvers.named); ``steps`` is then its NFE
     guidance_method: str | None = None  # "apg:W..." or "facfg:..." (accel.guidance.spec); None: the pipeline's CFG
+    reuse: str = "hold"  # what reused entries return (CacheSchedule.reuse); "taylor" is an accel option
 
     def apply_kwargs(self) -> dict:
         """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
@@ -72,6 +76,8 @@ class ECADConfig:
     def __post_init__(self) -> None:
         if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
             raise ValueError(f"unknown quality objective {self.quality!r}")
+        if self.reuse not in accel.schedule.REUSE_MODES:
+            raise ValueError(f"reuse must be one of {accel.schedule.REUSE_MODES}, not {self.reuse!r}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
 
@@ -116,7 +122,7 @@ class ScheduleEvaluator:
 
     def schedule(self, bits: np.ndarray, **meta) -> accel.CacheSchedule:
         return accel.CacheSchedule(self.table(bits), self.layout.name, self.layout.component_names, self.fingerprint,
-                                   None, "ecad", meta)
+                                   None, "ecad", meta, self.cfg.reuse)
 
     def _generate(self) -> torch.Tensor:
         out = []
@@ -198,7 +204,10 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     if rank == 0:
-        if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(json.dumps(asdict(cfg))):
+        # settings added since a run started take their defaults, so older runs still resume
+        old = {**json.loads(json.dumps(asdict(ECADConfig()))), **json.loads(cfg_path.read_text())} \
+            if cfg_path.exists() else None
+        if old is not None and old != json.loads(json.dumps(asdict(cfg))):
             raise ValueError(f"{out} holds a run with other settings; use another --out or the same settings")
         cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
     torch.set_num_threads(1) if world > 1 else None
@@ -338,6 +347,8 @@ def _cli_args(p) -> None:
     p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
                                     "--steps is then its NFE")
     p.add_argument("--guidance-method", help="search it under this guidance: apg:W[:ETA:MOMENTUM:R] or facfg:WL:WH[:CUT]")
+    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
+                   help="what reused outputs return: hold (the paper) or taylor (first-order forecast, an accel option)")
 
 
 def _cli_run(a) -> None:
@@ -352,7 +363,7 @@ def _cli_run(a) -> None:
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
-                         seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method)
+                         seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method, reuse=a.reuse)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:

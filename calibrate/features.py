@@ -38,6 +38,30 @@ def similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
     raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
 
 
+def forecast_similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """F[j, i, t] (j < i <= t): similarity of A_t to the first-order forecast from updates at steps j and i,
+    A_i + (t - i) / (i - j) (A_i - A_j) (what ``CacheSchedule(reuse="taylor")`` returns), averaged over the batch;
+    -inf elsewhere. Same metrics and sign as ``similarity``."""
+    k = feats.shape[0]
+    f = feats.double()
+    out = torch.full((k, k, k), -torch.inf, dtype=torch.float64)
+    for i in range(1, k):
+        w = torch.arange(0, k - i, dtype=torch.float64)  # t - i for t = i..K-1
+        for j in range(i):
+            pred = f[i][None] + (w / (i - j))[:, None, None] * (f[i] - f[j])[None]  # [T, B, D]
+            tgt = f[i:]
+            if metric == "cosine":
+                v = torch.nn.functional.cosine_similarity(pred, tgt, dim=-1).mean(-1)
+            elif metric == "l1":
+                v = -(pred - tgt).abs().mean((-1, -2))
+            elif metric == "mse":
+                v = -((pred - tgt) ** 2).mean((-1, -2))
+            else:
+                raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
+            out[j, i, i:] = v
+    return out
+
+
 def caching_error(feats: torch.Tensor) -> float:
     """BAC's caching error: mean over step pairs i < j of mean |A_i - A_j|."""
     k = feats.shape[0]
@@ -48,18 +72,21 @@ def caching_error(feats: torch.Tensor) -> float:
 
 @dataclass
 class ComponentStatistics:
-    """Mean similarity matrices [slots, K, K] and caching errors [slots] over the calibration calls."""
+    """Mean similarity matrices [slots, K, K] and caching errors [slots] over the calibration calls; with
+    ``forecast`` also the forecast similarities [slots, K, K, K] (``forecast_similarity``)."""
 
     similarity: np.ndarray
     error: np.ndarray
     calls: int
     metric: str
+    forecast: np.ndarray | None = None
 
 
 class FeatureRecorder:
     """Observer for ``RunState``: ``observe`` per computed component, ``end_call`` after each call."""
 
-    def __init__(self, num_slots: int, num_steps: int, metric: str = "cosine", max_dim: int = 16384, seed: int = 0):
+    def __init__(self, num_slots: int, num_steps: int, metric: str = "cosine", max_dim: int = 16384, seed: int = 0,
+                 forecast: bool = False):
         if metric not in METRICS:
             raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
         self.k, self.metric, self.max_dim = num_steps, metric, max_dim
@@ -68,6 +95,7 @@ class FeatureRecorder:
         self._buf: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
         self.sim_sum = np.zeros((num_slots, num_steps, num_steps))
         self.err_sum = np.zeros(num_slots)
+        self.fsim_sum = np.zeros((num_slots, num_steps, num_steps, num_steps)) if forecast else None
         self.counts = np.zeros(num_slots)
         self.calls = 0
 
@@ -89,10 +117,13 @@ class FeatureRecorder:
             feats = torch.stack([steps[t] for t in range(self.k)]).float()
             self.sim_sum[slot] += similarity(feats, self.metric).numpy()
             self.err_sum[slot] += caching_error(feats)
+            if self.fsim_sum is not None:
+                self.fsim_sum[slot] += forecast_similarity(feats, self.metric).numpy()
             self.counts[slot] += 1
         self._buf.clear()
         self.calls += 1
 
     def result(self) -> ComponentStatistics:
         c = np.maximum(self.counts, 1)
-        return ComponentStatistics(self.sim_sum / c[:, None, None], self.err_sum / c, self.calls, self.metric)
+        fc = self.fsim_sum / c[:, None, None, None] if self.fsim_sum is not None else None
+        return ComponentStatistics(self.sim_sum / c[:, None, None], self.err_sum / c, self.calls, self.metric, fc)

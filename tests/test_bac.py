@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import accel
-from accel.calibrate.bac import (acs_all, acs_update_steps, allocate_updates, bubbling_union, calibrate_bac,
-                                 schedule_value, segment_costs)
-from accel.calibrate.features import FeatureRecorder, caching_error, similarity
+from accel.calibrate.bac import (acs_all, acs_all_forecast, acs_update_steps, allocate_updates, bubbling_union,
+                                 calibrate_bac, forecast_schedule_value, schedule_value, segment_costs)
+from accel.calibrate.features import FeatureRecorder, caching_error, forecast_similarity, similarity
 from accel.pipelines.families import find_denoiser, layout_of
 from tiny import BUILDERS, FAMILIES
 
@@ -25,6 +25,35 @@ def test_dp_finds_the_brute_force_optimum():
         got = acs_update_steps(sim, m)
         best = max(schedule_value(sim, [0, *c]) for c in itertools.combinations(range(1, k), m - 1))
         assert len(got) == m and got[0] == 0 and schedule_value(sim, got) == pytest.approx(best, abs=1e-12)
+
+
+def test_forecast_dp_finds_the_brute_force_optimum_with_and_without_warmup():
+    rng = np.random.default_rng(2)
+    for _ in range(150):
+        k = int(rng.integers(2, 8))
+        w = int(rng.integers(0, k))
+        sim, fsim = rng.normal(size=(k, k)), rng.normal(size=(k, k, k))
+        values, steps = acs_all_forecast(sim, fsim, warmup=w)
+        for m in range(1, k + 1):
+            sets = [[0, *c] for c in itertools.combinations(range(1, k), m - 1) if set(range(w)) <= {0, *c}]
+            if not sets:
+                assert values[m - 1] == -np.inf and steps[m - 1] == []
+                continue
+            best = max(forecast_schedule_value(sim, fsim, s) for s in sets)
+            assert len(steps[m - 1]) == m and set(range(w)) <= set(steps[m - 1])
+            assert forecast_schedule_value(sim, fsim, steps[m - 1]) == pytest.approx(best, abs=1e-10)
+            assert values[m - 1] == pytest.approx(best, abs=1e-10)
+
+
+def test_forecast_similarity_is_exact_on_linear_features():
+    t = torch.arange(6, dtype=torch.float64)[:, None, None]
+    feats = 1.0 + t * torch.randn(1, 3, 8, dtype=torch.float64)  # A_t linear in t: every forecast is exact
+    f = forecast_similarity(feats, "mse")
+    assert torch.isinf(f[2, 1]).all() and torch.isinf(f[0, 3, :3]).all()  # j >= i, t < i: undefined
+    assert torch.allclose(f[0, 3, 3:], torch.zeros(3, dtype=torch.float64), atol=1e-20)
+    assert torch.allclose(forecast_similarity(feats, "cosine")[1, 2, 2:], torch.ones(4, dtype=torch.float64))
+    curved = feats + (t**2) * 0.1  # a curved path: the forecast now misses
+    assert (forecast_similarity(curved, "mse")[0, 3, 4:] < -1e-6).all()
 
 
 def test_one_dp_gives_every_update_count():
@@ -115,10 +144,10 @@ def test_calibrate_bac_on_every_family(fam):
 
 def test_warmup_steps_always_compute_and_the_budget_holds():
     pipe, call, kw = _calibration_call("pixart")
-    for alloc in ("uniform", "greedy"):
+    for alloc, reuse in itertools.product(("uniform", "greedy"), ("hold", "taylor")):
         sched = calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw,
-                              allocation=alloc, warmup=3)
-        assert sched.table[:3].all() and not sched.table[3:].all()
+                              allocation=alloc, warmup=3, reuse=reuse)
+        assert sched.table[:3].all() and not sched.table[3:].all() and sched.reuse == reuse
         assert sched.metadata["warmup"] == 3 and sched.metadata["component_macs_fraction"] <= 0.6
     with pytest.raises(ValueError, match="warmup"):
         calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw, warmup=8)

@@ -240,9 +240,9 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP]]]]``, or ``bac:m0.5`` for a MACs
-    fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy`` (per-component counts),
-    WARMUP first steps always computed (default 0). Calibrated on two batches of calibration prompts (disjoint from
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP[:REUSE]]]]]``, or ``bac:m0.5`` for
+    a MACs fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy`` (per-component
+    counts), WARMUP first steps always computed (default 0), REUSE ``hold`` (the paper) or ``taylor`` (forecast). Calibrated on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
@@ -254,11 +254,14 @@ def _bac(spec: str, arg: str) -> Row:
     top_k = int(parts[1]) if len(parts) > 1 else 3
     metric = parts[2] if len(parts) > 2 else "cosine"
     alloc = parts[3] if len(parts) > 3 else "uniform"
-    warmup = int(parts[4]) if len(parts) > 4 else 0
+    warmup = int(parts[4]) if len(parts) > 4 and parts[4] else 0
+    reuse = parts[5] if len(parts) > 5 else "hold"
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
+    if reuse not in accel.schedule.REUSE_MODES:
+        raise ValueError(f"bench method {spec!r}: reuse is one of {accel.schedule.REUSE_MODES}")
     info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k,
-                  "metric": metric, "allocation": alloc, "warmup": warmup}
+                  "metric": metric, "allocation": alloc, "warmup": warmup, "reuse": reuse}
 
     memo: dict = {}
 
@@ -270,14 +273,15 @@ def _bac(spec: str, arg: str) -> Row:
         sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
                               steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, macs_fraction=macs, top_k=top_k, metric=metric, seed=cfg.seed,
-                              allocation=alloc, warmup=warmup)
+                              allocation=alloc, warmup=warmup, reuse=reuse)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
                     component_macs_fraction=sched.metadata["component_macs_fraction"])
         memo[id(pipe)] = sched
         accel.apply(pipe, cache=sched)
 
-    label = ", ".join([metric] + ([alloc] if alloc != "uniform" else []) + ([f"warm-up {warmup}"] if warmup else []))
+    label = ", ".join([metric] + ([alloc] if alloc != "uniform" else []) + ([f"warm-up {warmup}"] if warmup else [])
+                      + ([reuse] if reuse != "hold" else []))
     budget = f"{macs:.0%} of the MACs" if macs is not None else f"target {target:g}x"
     return Row(spec, f"accel BAC {budget} ({label})", attach, accel.remove, config=info)
 
