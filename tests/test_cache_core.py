@@ -59,6 +59,21 @@ def test_reuse_skips_computation_and_changes_output_a_little(fam):
     assert 0 < err < 0.5
 
 
+def test_taylor_reuse_runs_on_every_family_and_forecasts(fam):
+    pipe = BUILDERS[fam][0]()
+    ref = _run(pipe, fam)
+    outs = {}
+    for reuse in ("hold", "taylor"):
+        accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=2, reuse=reuse))
+        outs[reuse] = _run(pipe, fam)
+        assert torch.equal(_run(pipe, fam), outs[reuse])  # no state leaks between calls
+        assert accel.stats(pipe, count_macs_now=False).reused > 0
+        accel.remove(pipe)
+    assert not torch.equal(outs["taylor"], outs["hold"])  # steps 3 and 5 are forecast from two updates
+    assert (outs["taylor"] - ref).abs().max() < 0.5
+    assert torch.equal(_run(pipe, fam), ref)
+
+
 def test_no_state_leaks_between_calls_batches_resolutions_and_cfg(fam):
     pipe = BUILDERS[fam][0]()
     accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=2))
