@@ -310,11 +310,11 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
                               "quality_loss": rec["quality_loss"]})
         (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "processes": world, "front": front,
                                                   "seeds": seeds}, indent=1))
-        _plot(front, out / "front.png", seeds)
+        _plot(front, out / "front.png", seeds, cfg.reuse)
     return ECADResult(front, str(out))
 
 
-def _plot(front: list[dict], path: Path, seeds: list[dict]) -> None:
+def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,7 +327,7 @@ def _plot(front: list[dict], path: Path, seeds: list[dict]) -> None:
     for s in seeds:
         ax.scatter(s["macs_fraction"], s["quality_loss"], marker="x", color="tab:red")
         ax.annotate(s["label"], (s["macs_fraction"], s["quality_loss"]), fontsize=7)
-    ax.set_title("ECAD Pareto front vs seed schedules (x)")
+    ax.set_title("ECAD Pareto front vs seed schedules (x)" + (f", {reuse} reuse" if reuse != "hold" else ""))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
