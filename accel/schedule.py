@@ -15,6 +15,13 @@ from .pipelines.families import find_denoiser, fingerprint, layout_of
 REUSE_MODES = ("hold", "taylor")
 
 
+def check_reuse(reuse: str) -> str:
+    """``reuse`` if it is a reuse mode (``CacheSchedule.reuse``), else a ValueError naming the modes."""
+    if reuse not in REUSE_MODES:
+        raise ValueError(f"reuse must be one of {REUSE_MODES}, not {reuse!r}")
+    return reuse
+
+
 class ScheduleMismatchError(ValueError):
     """A schedule made for another model than the one it is applied to."""
 
@@ -45,8 +52,7 @@ class CacheSchedule:
     reuse: str = "hold"
 
     def __post_init__(self) -> None:
-        if self.reuse not in REUSE_MODES:
-            raise ValueError(f"reuse must be one of {REUSE_MODES}, not {self.reuse!r}")
+        check_reuse(self.reuse)
         self.table = np.asarray(self.table, dtype=bool)
         self.components = tuple(self.components)
         if self.table.ndim != 3 or self.table.shape[2] != len(self.components):

@@ -301,8 +301,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         raise ValueError("give exactly one budget: speedup or macs_fraction")
     if allocation not in ("uniform", "greedy"):
         raise ValueError(f"allocation must be 'uniform' (the paper's one M) or 'greedy', not {allocation!r}")
-    if reuse not in accel.schedule.REUSE_MODES:
-        raise ValueError(f"reuse must be one of {accel.schedule.REUSE_MODES}, not {reuse!r}")
+    accel.schedule.check_reuse(reuse)
     if not 0 <= warmup < steps:
         raise ValueError(f"warmup must be in [0, steps), got {warmup}")
     _, den = find_denoiser(pipe)

@@ -76,8 +76,7 @@ class ECADConfig:
     def __post_init__(self) -> None:
         if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
             raise ValueError(f"unknown quality objective {self.quality!r}")
-        if self.reuse not in accel.schedule.REUSE_MODES:
-            raise ValueError(f"reuse must be one of {accel.schedule.REUSE_MODES}, not {self.reuse!r}")
+        accel.schedule.check_reuse(self.reuse)
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
 
@@ -363,7 +362,8 @@ def _cli_run(a) -> None:
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
-                         seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method, reuse=a.reuse)
+                         seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
+                         reuse=a.reuse)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:

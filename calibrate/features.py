@@ -23,19 +23,25 @@ def _flat(output) -> torch.Tensor:
     return torch.cat(parts, 1)
 
 
+def _scores(pred: torch.Tensor, tgt: torch.Tensor, metric: str) -> torch.Tensor:
+    """Similarity of ``pred`` to ``tgt`` ([..., B, D], broadcast) averaged over the batch B; l1 and mse negated."""
+    if metric == "cosine":
+        return torch.nn.functional.cosine_similarity(pred, tgt, dim=-1).mean(-1)
+    if metric == "l1":
+        return -(pred - tgt).abs().mean((-1, -2))
+    if metric == "mse":
+        return -((pred - tgt) ** 2).mean((-1, -2))
+    raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
+
+
 def similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
     """S[a, t] between the steps of ``feats`` [K, B, D], averaged over the batch. Higher is more similar
     (l1 and mse are negated distances, so every metric is maximised)."""
     f = feats.double()
-    if metric == "cosine":
+    if metric == "cosine":  # one matrix product instead of the [K, K, B, D] broadcast
         n = torch.nn.functional.normalize(f, dim=-1)
         return torch.einsum("abd,tbd->atb", n, n).mean(-1)
-    diff = f[:, None] - f[None, :]  # [K, K, B, D]
-    if metric == "l1":
-        return -diff.abs().mean((-1, -2))
-    if metric == "mse":
-        return -(diff**2).mean((-1, -2))
-    raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
+    return _scores(f[:, None], f[None, :], metric)
 
 
 def forecast_similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
@@ -49,16 +55,7 @@ def forecast_similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Te
         w = torch.arange(0, k - i, dtype=torch.float64)  # t - i for t = i..K-1
         for j in range(i):
             pred = f[i][None] + (w / (i - j))[:, None, None] * (f[i] - f[j])[None]  # [T, B, D]
-            tgt = f[i:]
-            if metric == "cosine":
-                v = torch.nn.functional.cosine_similarity(pred, tgt, dim=-1).mean(-1)
-            elif metric == "l1":
-                v = -(pred - tgt).abs().mean((-1, -2))
-            elif metric == "mse":
-                v = -((pred - tgt) ** 2).mean((-1, -2))
-            else:
-                raise ValueError(f"unknown similarity metric {metric!r}; choose from {METRICS}")
-            out[j, i, i:] = v
+            out[j, i, i:] = _scores(pred, f[i:], metric)
     return out
 
 

@@ -51,14 +51,20 @@ def _plain(spec: str, arg: str) -> Row:
     return Row(spec, "plain pipeline", lambda pipe, cfg: None, lambda pipe: None, config={"kind": "plain"})
 
 
+def _check_reuse(spec: str, reuse: str) -> None:
+    try:
+        accel.schedule.check_reuse(reuse)
+    except ValueError as e:
+        raise ValueError(f"bench method {spec!r}: {e}") from None
+
+
 @row_kind("uniform")
 def _uniform(spec: str, arg: str) -> Row:
     """accel's uniform schedule (compute every K-th step): ``uniform:K``, or ``uniform:K:taylor`` to forecast
     reused outputs (``CacheSchedule.reuse``)."""
     k_arg, _, reuse = (arg or "2").partition(":")
     k, reuse = int(k_arg), reuse or "hold"
-    if reuse not in accel.schedule.REUSE_MODES:
-        raise ValueError(f"bench method {spec!r}: reuse is one of {accel.schedule.REUSE_MODES}")
+    _check_reuse(spec, reuse)
     return Row(spec, f"accel uniform every {k}" + (f" ({reuse})" if reuse != "hold" else ""),
                lambda pipe, cfg: accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, cfg.steps, k, reuse=reuse)),
                accel.remove, config={"kind": "uniform", "interval": k, "reuse": reuse})
@@ -242,7 +248,8 @@ def _facfg(spec: str, arg: str) -> Row:
 def _bac(spec: str, arg: str) -> Row:
     """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP[:REUSE]]]]]``, or ``bac:m0.5`` for
     a MACs fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy`` (per-component
-    counts), WARMUP first steps always computed (default 0), REUSE ``hold`` (the paper) or ``taylor`` (forecast). Calibrated on two batches of calibration prompts (disjoint from
+    counts), WARMUP first steps always computed (default 0), REUSE ``hold`` (the paper) or ``taylor`` (forecast).
+    Calibrated on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
     from ..pipelines.data import calibration_prompts
@@ -258,8 +265,7 @@ def _bac(spec: str, arg: str) -> Row:
     reuse = parts[5] if len(parts) > 5 else "hold"
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
-    if reuse not in accel.schedule.REUSE_MODES:
-        raise ValueError(f"bench method {spec!r}: reuse is one of {accel.schedule.REUSE_MODES}")
+    _check_reuse(spec, reuse)
     info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k,
                   "metric": metric, "allocation": alloc, "warmup": warmup, "reuse": reuse}
 
