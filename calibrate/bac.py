@@ -34,20 +34,22 @@ from accel.pipelines.families import find_denoiser, fingerprint, layout_of
 from .features import ComponentStatistics, FeatureRecorder
 
 
-def segment_costs(sim: np.ndarray) -> np.ndarray:
-    """cost[a, b] = sum_{t=a..b} S[a, t]: value of computing at step a and reusing through step b."""
+def segment_costs(sim: np.ndarray, max_gap: int | None = None) -> np.ndarray:
+    """cost[a, b] = sum_{t=a..b} S[a, t]: value of computing at step a and reusing through step b
+    (-inf where that reuses more than ``max_gap`` consecutive steps)."""
     k = sim.shape[0]
     cum = np.cumsum(sim, axis=1)
     cost = np.full((k, k), -np.inf)
     for a in range(k):
-        cost[a, a:] = cum[a, a:] - (cum[a, a - 1] if a > 0 else 0.0)
+        end = k if max_gap is None else min(k, a + max_gap + 1)
+        cost[a, a:end] = cum[a, a:end] - (cum[a, a - 1] if a > 0 else 0.0)
     return cost
 
 
-def _acs_dp(sim: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _acs_dp(sim: np.ndarray, m: int, max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """dp[k, i]: best value of k updates over steps 0..i; arg: the split that reached it."""
     k_steps = sim.shape[0]
-    cost = segment_costs(sim)
+    cost = segment_costs(sim, max_gap)
     dp = np.full((m + 1, k_steps), -np.inf)
     arg = np.zeros((m + 1, k_steps), dtype=int)
     dp[1] = cost[0]
@@ -79,14 +81,18 @@ def acs_update_steps(sim: np.ndarray, m: int) -> list[int]:
     return _backtrack(arg, m, sim.shape[0])
 
 
-def acs_all(sim: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-    """Optimal value and update steps for every m = 1..K from one dynamic programme (index m - 1)."""
+def acs_all(sim: np.ndarray, max_gap: int | None = None) -> tuple[np.ndarray, list[list[int]]]:
+    """Optimal value and update steps for every m = 1..K from one dynamic programme (index m - 1); with
+    ``max_gap`` no update is followed by more than that many reused steps (-inf and [] where m cannot)."""
     k_steps = sim.shape[0]
-    dp, arg = _acs_dp(sim, k_steps)
-    return dp[1:, -1].copy(), [_backtrack(arg, m, k_steps) for m in range(1, k_steps + 1)]
+    dp, arg = _acs_dp(sim, k_steps, max_gap)
+    values = dp[1:, -1].copy()
+    return values, [_backtrack(arg, m, k_steps) if np.isfinite(values[m - 1]) else []
+                    for m in range(1, k_steps + 1)]
 
 
-def acs_all_forecast(sim: np.ndarray, fsim: np.ndarray, warmup: int = 0) -> tuple[np.ndarray, list[list[int]]]:
+def acs_all_forecast(sim: np.ndarray, fsim: np.ndarray, warmup: int = 0,
+                     max_gap: int | None = None) -> tuple[np.ndarray, list[list[int]]]:
     """The Adaptive Caching Scheduler for forecast reuse (``CacheSchedule(reuse="taylor")``), for every update
     count m = 1..K (index m - 1; -inf and [] where m cannot hold the warm-up).
 
@@ -94,7 +100,8 @@ def acs_all_forecast(sim: np.ndarray, fsim: np.ndarray, warmup: int = 0) -> tupl
     update alone by ``sim[0, t]`` (held). The segment value then depends on the last two updates, so the programme
     runs over pairs: f[k][i, j] = best value of the steps before i with k updates, the last two at j < i;
     f[k+1][n, i] = max_j f[k][i, j] + sum_{t=i..n-1} fsim[j, i, t]. An accel extension of BAC (the paper holds
-    reused features); the first ``warmup`` steps are forced updates.
+    reused features); the first ``warmup`` steps are forced updates, and with ``max_gap`` no update is followed by
+    more than that many reused steps.
     """
     k_steps = sim.shape[0]
     t = np.arange(k_steps)
@@ -106,13 +113,17 @@ def acs_all_forecast(sim: np.ndarray, fsim: np.ndarray, warmup: int = 0) -> tupl
     for i in range(1, k_steps):
         segf[:i, i, i + 1:] = csum[:i, i, i:]
     hold = np.concatenate([[0.0], np.cumsum(sim[0])])  # hold[n] = sum_{t<n} sim[0, t]
+    if max_gap is not None:  # a segment i..n-1 reuses n - i - 1 steps
+        too_long = np.arange(k_steps + 1)[None, :] - t[:, None] > max_gap + 1  # [i, n]
+        segf[:, too_long] = -np.inf
+        hold[max_gap + 2:] = -np.inf
 
     def allowed(a: int, n: int) -> bool:  # no forced (warm-up) step strictly between updates a and n
         return not (a + 1 < warmup and n > a + 1)
 
     values = np.full(k_steps, -np.inf)
     steps: list[list[int]] = [[] for _ in range(k_steps)]
-    if allowed(0, k_steps):
+    if allowed(0, k_steps) and np.isfinite(hold[k_steps]):
         values[0], steps[0] = hold[k_steps], [0]
     f = np.full((k_steps, k_steps), -np.inf)  # f[i, j] for the current k
     for i in range(1, k_steps):
@@ -153,7 +164,7 @@ def allocate_updates(values: np.ndarray, macs: np.ndarray, budget: float) -> np.
     handled. accel's extension of BAC's single M per block (see the module docstring).
     """
     n, k = values.shape
-    m = np.ones(n, dtype=int)
+    m = np.argmax(np.isfinite(values), axis=1) + 1  # the fewest updates each component can have (1 unless max_gap)
     spent = float((macs * m).sum())
     while True:
         best, pick = 0.0, None
@@ -283,11 +294,13 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
 def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = 2.0,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
                   call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0,
-                  reuse: str = "hold") -> accel.CacheSchedule:
+                  reuse: str = "hold", max_gap: int | None = None) -> accel.CacheSchedule:
     """Calibrate a BAC schedule meeting a target speed-up of the denoising loop (or a MACs fraction).
 
     ``reuse="taylor"`` (an accel extension) plans for forecast reuse: the scheduler scores reused steps by the
     similarity of the first-order forecast (``acs_all_forecast``) and the schedule is saved with that reuse mode.
+    ``max_gap`` (an accel extension, like cache-dit's ``max_continuous_cached_steps``): no component reuses more
+    than that many consecutive steps; the scheduler plans within that bound.
 
     Example:
         >>> from accel.pipelines import load_reference
@@ -304,6 +317,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     accel.schedule.check_reuse(reuse)
     if not 0 <= warmup < steps:
         raise ValueError(f"warmup must be in [0, steps), got {warmup}")
+    if max_gap is not None and max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0 (consecutive reused steps), got {max_gap}")
     _, den = find_denoiser(pipe)
     layout = layout_of(den)
     if not calls:
@@ -326,10 +341,10 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     def curve(s: int) -> tuple[np.ndarray, list[set[int]]]:
         """Value and update steps (warm-up included) of component s for every update count after the warm-up."""
         if reuse == "taylor":
-            v, ups = acs_all_forecast(stats.similarity[s], stats.forecast[s], warmup)
+            v, ups = acs_all_forecast(stats.similarity[s], stats.forecast[s], warmup, max_gap)
             return v[warmup:], [set(u) for u in ups[warmup:]]
-        v, ups = acs_all(sims[s])
-        return v, [placed(u) for u in ups]
+        v, ups = acs_all(sims[s], max_gap)
+        return v, [placed(u) if u else set() for u in ups]
 
     curves = [curve(s) for s in range(len(h_slots))]  # one DP per component gives every update count
 
@@ -354,7 +369,9 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         def fits(macs, pred):
             return macs <= target + 1e-6
     else:
-        candidates = ([m] * len(h_slots) for m in range(steps - warmup, 0, -1))
+        # update counts some component cannot reach within max_gap are skipped
+        candidates = ([m] * len(h_slots) for m in range(steps - warmup, 0, -1)
+                      if all(np.isfinite(c[0][m - 1]) for c in curves))
 
         def fits(macs, pred):
             return pred >= speedup if speedup is not None else macs <= macs_fraction * full_macs
@@ -365,12 +382,14 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         if fits(macs, pred):
             chosen = (counts if allocation == "greedy" else counts[0], ups, macs, pred)
             break
-    if chosen is None:  # the last candidate is the smallest: one update per component
+    if chosen is None:  # the last candidate is the smallest: one update per component (or the fewest max_gap allows)
         best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
-        raise ValueError(f"budget not reachable with BAC on this pipeline: at one update per component {best}")
+        raise ValueError(f"budget not reachable with BAC on this pipeline: at the fewest updates per component {best}"
+                         + (f" (max_gap {max_gap})" if max_gap is not None else ""))
     m, ups, macs, pred = chosen
     table = build_table(ups, h_slots, steps, n_blocks, n_comps)
-    meta = {"updates_per_component": m, "allocation": allocation, "warmup": warmup, "top_k": top_k, "metric": metric, "calibration_calls": len(calls),
+    meta = {"updates_per_component": m, "allocation": allocation, "warmup": warmup, "max_gap": max_gap, "top_k": top_k,
+            "metric": metric, "calibration_calls": len(calls),
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
@@ -386,6 +405,9 @@ def _cli_args(p) -> None:
     p.add_argument("--metric", default="cosine", choices=("cosine", "l1", "mse"))
     p.add_argument("--top-k", type=int, default=3, help="Bubbling Union: components refreshed with downstream FFNs")
     p.add_argument("--warmup", type=int, default=0, help="first steps that always compute (the scheduler plans the rest)")
+    p.add_argument("--max-gap", type=int, default=None,
+                   help="never reuse a component for more than this many consecutive steps (an accel extension; "
+                        "default: no bound, the paper)")
     p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
                    help="uniform: one update count M for every component (the paper); greedy: per-component counts "
                         "maximising the summed similarity per MAC")
@@ -406,7 +428,8 @@ def _cli_run(a) -> None:
     try:
         sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch), steps=a.steps, guidance=a.guidance,
                               speedup=speedup, macs_fraction=a.macs_fraction, metric=a.metric, top_k=a.top_k,
-                              seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse)
+                              seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse,
+                              max_gap=a.max_gap)
     except ValueError as e:
         raise CLIError(str(e)) from None
     path = sched.save(a.out)

@@ -45,6 +45,36 @@ def test_forecast_dp_finds_the_brute_force_optimum_with_and_without_warmup():
             assert values[m - 1] == pytest.approx(best, abs=1e-10)
 
 
+def _max_gap(steps: list[int], k: int) -> int:
+    """The longest run of reused steps of an update set over k steps."""
+    b = sorted(steps) + [k]
+    return max(b[i + 1] - b[i] - 1 for i in range(len(b) - 1))
+
+
+def test_dps_respect_max_gap_and_find_the_brute_force_optimum_within_it():
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        k = int(rng.integers(2, 8))
+        w, g = int(rng.integers(0, k)), int(rng.integers(0, k))
+        sim, fsim = rng.normal(size=(k, k)), rng.normal(size=(k, k, k))
+        held, held_steps = acs_all(sim, max_gap=g)
+        fc, fc_steps = acs_all_forecast(sim, fsim, warmup=w, max_gap=g)
+        for m in range(1, k + 1):
+            sets = [[0, *c] for c in itertools.combinations(range(1, k), m - 1) if _max_gap([0, *c], k) <= g]
+            if not sets:
+                assert held[m - 1] == -np.inf and held_steps[m - 1] == [] and fc_steps[m - 1] == []
+                continue
+            assert _max_gap(held_steps[m - 1], k) <= g
+            assert held[m - 1] == pytest.approx(max(schedule_value(sim, s) for s in sets), abs=1e-10)
+            sets = [s for s in sets if set(range(w)) <= set(s)]
+            if sets:
+                assert _max_gap(fc_steps[m - 1], k) <= g and set(range(w)) <= set(fc_steps[m - 1])
+                best = max(forecast_schedule_value(sim, fsim, s) for s in sets)
+                assert fc[m - 1] == pytest.approx(best, abs=1e-10)
+            else:
+                assert fc[m - 1] == -np.inf
+
+
 def test_forecast_similarity_is_exact_on_linear_features():
     t = torch.arange(6, dtype=torch.float64)[:, None, None]
     feats = 1.0 + t * torch.randn(1, 3, 8, dtype=torch.float64)  # A_t linear in t: every forecast is exact

@@ -246,9 +246,10 @@ def _facfg(spec: str, arg: str) -> Row:
 
 @row_kind("bac")
 def _bac(spec: str, arg: str) -> Row:
-    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP[:REUSE]]]]]``, or ``bac:m0.5`` for
-    a MACs fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy`` (per-component
-    counts), WARMUP first steps always computed (default 0), REUSE ``hold`` (the paper) or ``taylor`` (forecast).
+    """BAC calibrated on the spot: ``bac:SPEEDUP[:TOP_K[:METRIC[:ALLOCATION[:WARMUP[:REUSE[:MAX_GAP]]]]]]``, or
+    ``bac:m0.5`` for a MACs fraction instead of a speed-up; ALLOCATION ``uniform`` (the paper's one M) or ``greedy``
+    (per-component counts), WARMUP first steps always computed (default 0), REUSE ``hold`` (the paper) or ``taylor``
+    (forecast), MAX_GAP the most consecutive steps a component reuses (default: no bound).
     Calibrated on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
@@ -262,12 +263,13 @@ def _bac(spec: str, arg: str) -> Row:
     metric = parts[2] if len(parts) > 2 else "cosine"
     alloc = parts[3] if len(parts) > 3 else "uniform"
     warmup = int(parts[4]) if len(parts) > 4 and parts[4] else 0
-    reuse = parts[5] if len(parts) > 5 else "hold"
+    reuse = parts[5] if len(parts) > 5 and parts[5] else "hold"
+    max_gap = int(parts[6]) if len(parts) > 6 and parts[6] else None
     if alloc not in ("uniform", "greedy"):
         raise ValueError(f"bench method {spec!r}: allocation is 'uniform' or 'greedy'")
     _check_reuse(spec, reuse)
     info: dict = {"kind": "bac", "target_speedup": target, "target_macs_fraction": macs, "top_k": top_k,
-                  "metric": metric, "allocation": alloc, "warmup": warmup, "reuse": reuse}
+                  "metric": metric, "allocation": alloc, "warmup": warmup, "reuse": reuse, "max_gap": max_gap}
 
     memo: dict = {}
 
@@ -279,15 +281,16 @@ def _bac(spec: str, arg: str) -> Row:
         sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
                               steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, macs_fraction=macs, top_k=top_k, metric=metric, seed=cfg.seed,
-                              allocation=alloc, warmup=warmup, reuse=reuse)
+                              allocation=alloc, warmup=warmup, reuse=reuse, max_gap=max_gap)
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
                     component_macs_fraction=sched.metadata["component_macs_fraction"])
         memo[id(pipe)] = sched
         accel.apply(pipe, cache=sched)
 
-    label = ", ".join([metric] + ([alloc] if alloc != "uniform" else []) + ([f"warm-up {warmup}"] if warmup else [])
-                      + ([reuse] if reuse != "hold" else []))
+    label = ", ".join([metric] + ([f"top-{top_k}"] if top_k != 3 else []) + ([alloc] if alloc != "uniform" else [])
+                      + ([f"warm-up {warmup}"] if warmup else [])
+                      + ([reuse] if reuse != "hold" else []) + ([f"gap <= {max_gap}"] if max_gap is not None else []))
     budget = f"{macs:.0%} of the MACs" if macs is not None else f"target {target:g}x"
     return Row(spec, f"accel BAC {budget} ({label})", attach, accel.remove, config=info)
 
