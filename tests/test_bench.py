@@ -70,6 +70,17 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     assert "Full-size latency" in (tmp_path / "results.md").read_text()
 
 
+@needs_metrics
+def test_a_row_that_cannot_be_made_is_skipped_and_the_others_kept(folder, tmp_path):
+    methods = "plain,bac:m0.01,uniform:2"  # no BAC schedule computes only 1% of the MACs
+    assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "2", "--batch", "2",
+                 "--steps", "4", "--no-effnet", "--quality-only", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in res["rows"]] == ["plain", "uniform:2"]
+    assert res["config"]["skipped"][0]["method"] == "bac:m0.01" and "not reachable" in res["config"]["skipped"][0]["reason"]
+    assert "Skipped `bac:m0.01`" in (tmp_path / "results.md").read_text()
+
+
 def test_bad_stack_is_a_clear_error(folder, capsys):
     assert main(["bench", "--pipeline", str(folder), "--methods", "plain,stack:uniform:2+uniform:3"]) == 2
     assert "one of each at most" in capsys.readouterr().err

@@ -135,9 +135,19 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results, all_images = [], {}
     bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img", disable=rank > 0)
-    for row in rows:
+    skipped: list[dict] = []
+    for row in list(rows):
         bar.set_postfix(row=row.name)
-        row.attach(pipe, cfg)
+        try:
+            row.attach(pipe, cfg)
+        except ValueError as e:  # a row this pipeline or budget cannot make (e.g. a BAC budget out of reach)
+            if row.name == "plain":
+                raise
+            tqdm.write(f"bench: row {row.name} skipped: {e}")
+            skipped.append({"method": row.name, "reason": str(e)})
+            rows.remove(row)  # the rows measured so far, and the ones after, are kept
+            bar.update(len(prompts) + cfg.batch)
+            continue
         try:
             with _timing(pipe) as timer:
                 row.before_call(pipe)  # warm-up call, excluded from the timings
@@ -164,7 +174,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
-            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world}
+            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
+            "skipped": skipped}
     full = None
     if cfg.full_size:
         (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
@@ -310,4 +321,6 @@ def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> 
             cells += [f"{r['latency_denoise']:.4f}", _f(r["speedup_denoise"], "{:.2f}x"), f"{r['latency_e2e']:.4f}",
                       f"{r['speedup_e2e']:.2f}x"]
         cols += "| " + " | ".join(cells) + " |\n"
+    for sk in meta.get("skipped", []):
+        cols += f"\nSkipped `{sk['method']}`: {sk['reason']}\n"
     return head + cols
