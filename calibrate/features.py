@@ -47,7 +47,28 @@ def similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
 def forecast_similarity(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
     """F[j, i, t] (j < i <= t): similarity of A_t to the first-order forecast from updates at steps j and i,
     A_i + (t - i) / (i - j) (A_i - A_j) (what ``CacheSchedule(reuse="taylor")`` returns), averaged over the batch;
-    -inf elsewhere. Same metrics and sign as ``similarity``."""
+    -inf elsewhere. Same metrics and sign as ``similarity``. Cosine and mse come from the per-sample Gram matrix of
+    the steps (the forecast is linear in A_i, A_j); l1 from ``forecast_similarity_reference``."""
+    if metric not in ("cosine", "mse"):
+        return forecast_similarity_reference(feats, metric)
+    k, _, d = feats.shape
+    f = feats.double()
+    g = torch.einsum("kbd,tbd->bkt", f, f)  # [B, K, K]
+    s = torch.arange(k)
+    j, i, t = torch.meshgrid(s, s, s, indexing="ij")
+    valid = (j < i) & (i <= t)
+    a = torch.where(valid, (t - i).double() / (i - j).clamp(min=1).double(), 0.0)  # forecast weight [K, K, K]
+    dot = (1 + a) * g[:, i, t] - a * g[:, j, t]  # <forecast, A_t>, [B, K, K, K]
+    sq = (1 + a) ** 2 * g[:, i, i] - 2 * a * (1 + a) * g[:, i, j] + a**2 * g[:, j, j]  # |forecast|^2
+    if metric == "cosine":
+        val = dot / (sq.clamp(min=0) * g[:, t, t]).sqrt().clamp(min=1e-8)
+    else:
+        val = -(sq - 2 * dot + g[:, t, t]).clamp(min=0) / d  # |forecast - A_t|^2 expanded (rounding: >= 0)
+    return torch.where(valid, val.mean(0), torch.full((), -torch.inf, dtype=torch.float64))
+
+
+def forecast_similarity_reference(feats: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """``forecast_similarity`` by forming every forecast (the reference the Gram form is tested against)."""
     k = feats.shape[0]
     f = feats.double()
     out = torch.full((k, k, k), -torch.inf, dtype=torch.float64)

@@ -8,7 +8,8 @@ import torch
 import accel
 from accel.calibrate.bac import (acs_all, acs_all_forecast, acs_update_steps, allocate_updates, bubbling_union,
                                  calibrate_bac, forecast_schedule_value, schedule_value, segment_costs)
-from accel.calibrate.features import FeatureRecorder, caching_error, forecast_similarity, similarity
+from accel.calibrate.features import (FeatureRecorder, caching_error, forecast_similarity,
+                                      forecast_similarity_reference, similarity)
 from accel.pipelines.families import find_denoiser, layout_of
 from tiny import BUILDERS, FAMILIES
 
@@ -80,10 +81,19 @@ def test_forecast_similarity_is_exact_on_linear_features():
     feats = 1.0 + t * torch.randn(1, 3, 8, dtype=torch.float64)  # A_t linear in t: every forecast is exact
     f = forecast_similarity(feats, "mse")
     assert torch.isinf(f[2, 1]).all() and torch.isinf(f[0, 3, :3]).all()  # j >= i, t < i: undefined
-    assert torch.allclose(f[0, 3, 3:], torch.zeros(3, dtype=torch.float64), atol=1e-20)
+    assert torch.allclose(f[0, 3, 3:], torch.zeros(3, dtype=torch.float64), atol=1e-12)  # Gram form: rounding only
     assert torch.allclose(forecast_similarity(feats, "cosine")[1, 2, 2:], torch.ones(4, dtype=torch.float64))
     curved = feats + (t**2) * 0.1  # a curved path: the forecast now misses
     assert (forecast_similarity(curved, "mse")[0, 3, 4:] < -1e-6).all()
+
+
+def test_forecast_similarity_gram_form_matches_the_reference():
+    feats = torch.randn(7, 3, 40, dtype=torch.float64) + torch.linspace(0, 2, 7, dtype=torch.float64)[:, None, None]
+    for metric in ("cosine", "mse", "l1"):
+        fast, ref = forecast_similarity(feats, metric), forecast_similarity_reference(feats, metric)
+        finite = torch.isfinite(ref)
+        assert torch.equal(finite, torch.isfinite(fast)) and int(finite.sum()) == 56  # j < i <= t < 7
+        assert torch.allclose(fast[finite], ref[finite], rtol=1e-9, atol=1e-9)
 
 
 def test_one_dp_gives_every_update_count():
