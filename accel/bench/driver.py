@@ -143,6 +143,10 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         except ValueError as e:  # a row this pipeline or budget cannot make (e.g. a BAC budget out of reach)
             if row.name == "plain":
                 raise
+            try:
+                row.detach(pipe)  # undo whatever the failed attach had set up
+            except Exception:  # noqa: BLE001 - nothing was attached
+                pass
             tqdm.write(f"bench: row {row.name} skipped: {e}")
             skipped.append({"method": row.name, "reason": str(e)})
             rows.remove(row)  # the rows measured so far, and the ones after, are kept
