@@ -187,6 +187,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         for i, r in enumerate(refs):
             handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
         handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
+        if policy is not None and not getattr(policy, "keeps_inputs", False):
+            _add_block_fast_paths(handle, refs)
     if new_scheduler is not None:
         handle.old_scheduler = pipe.scheduler
         pipe.scheduler = new_scheduler
@@ -207,6 +209,25 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
 
 
 _MISSING = object()
+
+
+def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
+    """A ``BlockSkipHook`` on every block of a family with an exact fast path (see ``accel.cache.block_skip``)."""
+    from .cache.block_skip import BLOCK_HOOK, FAST_PATHS, BlockSkipHook
+
+    path = FAST_PATHS.get(handle.layout.name)
+    if path is None:
+        return
+    slot_of = {r.name: i for i, r in enumerate(refs)}
+    n = 0
+    for parent in dict.fromkeys(r.name.rsplit(".", 1)[0] for r in refs):
+        slots = [slot_of.get(f"{parent}.{c}") for c in path.components]
+        block = handle.denoiser.get_submodule(parent)
+        if None not in slots and path.applies(block):
+            handle.add_hook(block, BlockSkipHook(handle.state, slots, path), BLOCK_HOOK)
+            n += 1
+    if n:
+        handle.state.reporters["block_fast_path"] = lambda: {"blocks": n, "served": handle.state.record.fast_blocks}
 
 
 def _is_one_step(pipe, extra_defaults: dict | None) -> bool:

@@ -49,6 +49,7 @@ class CallRecord:
     reused: list[int] = field(default_factory=list)
     refreshed: list[float] = field(default_factory=list)  # per slot: sum of refreshed token shares
     partial: list[int] = field(default_factory=list)  # per slot: calls that refreshed some tokens
+    fast_blocks: int = 0  # block calls served by a block fast path (all components reused)
     t_first: float | None = None
     t_last: float | None = None
     shape_key: tuple | None = None
@@ -68,6 +69,7 @@ class RunState:
         self._modules: list | None = None  # the component modules (token-refresh policies read them)
         self.policy = policy
         self.measuring = False
+        self.fast_blocks = True  # BlockSkipHook may serve a fully reused block without running it
         self._timesteps_obj: Any = None
         self._last_t: float | None = None
         self._step = -1
@@ -167,6 +169,21 @@ class RunState:
         self.record.refreshed[slot] += float(dec)
         self.record.partial[slot] += 1
         return Refresh(float(dec), hit)
+
+    @torch.compiler.disable
+    def lookup_block(self, slots: list[int], x: torch.Tensor) -> list | None:
+        """The reused outputs of ``slots`` (all components of one block) if every one of them is reused at
+        this step with an entry stored for inputs of ``x``'s shape, else None (nothing is counted then)."""
+        if self.measuring or self._row is None or not self.fast_blocks:
+            return None
+        for slot in slots:
+            b, c, _ = self.slots[slot]
+            dec = self._row[b][c]
+            hit = self._store[slot].get(self._branch)
+            if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
+                return None
+        self.record.fast_blocks += 1
+        return [self.lookup(slot, (x,), {}) for slot in slots]
 
     @torch.compiler.disable
     def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
