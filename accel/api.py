@@ -225,6 +225,7 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
         block = handle.denoiser.get_submodule(parent)
         if None not in slots and path.applies(block):
             handle.add_hook(block, BlockSkipHook(handle.state, slots, path), BLOCK_HOOK)
+            handle.state.fast_block_ids.append(refs[slots[0]].block)
             n += 1
     if n:
         handle.state.reporters["block_fast_path"] = lambda: {"blocks": n, "served": handle.state.record.fast_blocks}

@@ -14,7 +14,7 @@ a feature across the steps where the image forms costs more than the paper's pol
 
 Departures from the paper, each for a stated reason: the paper uses diffusion policies and one M
 given by hand; here M is derived from the budget (users think in speed-ups), and the speed-up is
-predicted by a latency model measured on the pipeline itself (two timed calls) because MACs
+predicted by a latency model measured on the pipeline itself (three timed calls) because MACs
 overstate wall-clock gains on small models.
 """
 from __future__ import annotations
@@ -218,14 +218,27 @@ def bubbling_union(updates: list[set[int]], errors: np.ndarray, slots: list[tupl
 
 @dataclass
 class LatencyModel:
-    """Denoising time of a call as fixed time plus time per computed component MAC (fitted on two calls)."""
+    """Denoising time of a call: fixed time, plus time per block run at a step (its norms, modulations and
+    residual adds: what a block served by the block fast path skips), plus time per computed component MAC.
+
+    Fitted on three timed calls (all computed; only step 0 computed, with and without the block fast path).
+    ``fast_blocks`` lists the blocks the fast path covers; every other block runs at every step.
+    """
 
     t_fixed: float
     sec_per_mac: float
     t_full: float
+    sec_per_block_step: float = 0.0
+    fast_blocks: tuple[int, ...] = ()
 
-    def predict(self, computed_macs: float) -> float:
-        return self.t_fixed + self.sec_per_mac * computed_macs
+    def block_steps(self, table: np.ndarray) -> int:
+        """Block runs of a [step, block, component] schedule: a covered block runs when any component computes."""
+        steps, blocks = table.shape[:2]
+        covered = [b for b in self.fast_blocks if b < blocks]
+        return int(table[:, covered].any(axis=2).sum()) + steps * (blocks - len(covered))
+
+    def predict(self, computed_macs: float, block_steps: int = 0) -> float:
+        return self.t_fixed + self.sec_per_block_step * block_steps + self.sec_per_mac * computed_macs
 
 
 def prompt_batches(prompts: list[str], batch: int) -> list[dict]:
@@ -261,14 +274,18 @@ def record_statistics(pipe, calls: list[dict], steps: int, guidance: float, metr
 
 def measure_latency_model(pipe, call: dict, steps: int, guidance: float, comp_macs: list[int],
                           repeats: int = 2, call_kwargs: dict | None = None) -> LatencyModel:
-    """Time the all-compute call and the call that computes components only at step 0."""
+    """Time the all-compute call and the call that computes components only at step 0 (with the block fast path
+    and without it), and fit ``LatencyModel``."""
     kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
     full = accel.CacheSchedule.full(pipe, steps)
     minimal = accel.CacheSchedule.full(pipe, steps)
     minimal.table[1:] = False
-    times, macs = {}, {}
-    for name, sched in (("full", full), ("min", minimal)):
+    times, macs, fast = {}, {}, ()
+    for name, sched, fast_path in (("full", full, True), ("min", minimal, True), ("min_hooked", minimal, False)):
         accel.apply(pipe, cache=sched)
+        state = handle_of(pipe).state
+        state.fast_blocks = fast_path
+        fast = tuple(getattr(state, "fast_block_ids", ())) or fast
         _call(pipe, call, steps, guidance, 0, kwargs)  # warm-up
         ts = []
         for _ in range(repeats):
@@ -278,9 +295,13 @@ def measure_latency_model(pipe, call: dict, steps: int, guidance: float, comp_ma
         macs[name] = sum(c.computed * m for c, m in zip(st.components, comp_macs))
         times[name] = statistics.median(ts)
         accel.remove(pipe)
-    slope = (times["full"] - times["min"]) / max(macs["full"] - macs["min"], 1)
-    t_fixed = times["full"] - slope * macs["full"]
-    return LatencyModel(t_fixed, slope, times["full"])
+    # fast path off: every block runs at every step; on: the covered blocks run at step 0 only
+    n_blocks = full.table.shape[1]
+    saved_runs = (steps - 1) * len(fast)
+    per_block = max(times["min_hooked"] - times["min"], 0.0) / saved_runs if saved_runs else 0.0
+    slope = (times["full"] - times["min_hooked"]) / max(macs["full"] - macs["min_hooked"], 1)
+    t_fixed = times["full"] - slope * macs["full"] - per_block * steps * n_blocks
+    return LatencyModel(t_fixed, slope, times["full"], per_block, fast)
 
 
 def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: int, blocks: int, comps: int) -> np.ndarray:
@@ -353,13 +374,20 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         ups = bubbling_union([curves[s][1][c - 1] for s, c in enumerate(counts)], stats.error, h_slots, ffn,
                              top_k)
         macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
-        return ups, macs, (model.t_full / model.predict(macs) if model else None)
+        if model is None:
+            return ups, macs, None
+        runs = model.block_steps(build_table(ups, h_slots, steps, n_blocks, n_comps))
+        return ups, macs, model.t_full / model.predict(macs, runs)
 
     if allocation == "greedy":
         values = np.stack([c[0] for c in curves])
         cm = np.asarray(comp_macs, dtype=float)
         if speedup is not None:
-            target = (model.t_full / speedup - model.t_fixed) / max(model.sec_per_mac, 1e-30)
+            # an upper bound: as if only the warm-up steps ran the covered blocks
+            fewest = model.block_steps(build_table([set(range(max(warmup, 1)))] * len(h_slots), h_slots, steps,
+                                                   n_blocks, n_comps))
+            target = (model.t_full / speedup - model.t_fixed - model.sec_per_block_step * fewest) / max(
+                model.sec_per_mac, 1e-30)
         else:
             target = macs_fraction * full_macs
         # the union adds updates: shrink the allocation until it fits
@@ -367,7 +395,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
                       for shrink in np.linspace(1.0, 0.0, 101))
 
         def fits(macs, pred):
-            return macs <= target + 1e-6
+            return pred >= speedup if speedup is not None else macs <= target + 1e-6
     else:
         # update counts some component cannot reach within max_gap are skipped
         candidates = ([m] * len(h_slots) for m in range(steps - warmup, 0, -1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import accel
-from accel.calibrate.bac import (acs_all, acs_all_forecast, acs_update_steps, allocate_updates, bubbling_union,
-                                 calibrate_bac, forecast_schedule_value, schedule_value, segment_costs)
+from accel.calibrate.bac import (LatencyModel, acs_all, acs_all_forecast, acs_update_steps, allocate_updates,
+                                 bubbling_union, calibrate_bac, forecast_schedule_value, schedule_value, segment_costs)
 from accel.calibrate.features import (FeatureRecorder, caching_error, forecast_similarity,
                                       forecast_similarity_reference, similarity)
 from accel.pipelines.families import find_denoiser, layout_of
@@ -191,3 +191,23 @@ def test_warmup_steps_always_compute_and_the_budget_holds():
         assert sched.metadata["warmup"] == 3 and sched.metadata["component_macs_fraction"] <= 0.6
     with pytest.raises(ValueError, match="warmup"):
         calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=None, macs_fraction=0.6, call_kwargs=kw, warmup=8)
+
+
+def test_latency_model_counts_the_block_runs_the_fast_path_leaves():
+    table = np.zeros((4, 3, 2), dtype=bool)
+    table[0] = True
+    table[2, 0, 1] = True  # block 0 runs at step 2 for one component
+    table[3, 2, 0] = True  # block 2 is not covered by the fast path: it runs at every step anyway
+    model = LatencyModel(t_fixed=1.0, sec_per_mac=0.5, t_full=9.0, sec_per_block_step=0.25, fast_blocks=(0, 1))
+    assert model.block_steps(table) == 2 + 1 + 4  # block 0: steps 0, 2; block 1: step 0; block 2: all 4
+    assert model.predict(2.0, model.block_steps(table)) == 1.0 + 0.25 * 7 + 0.5 * 2.0
+    assert LatencyModel(1.0, 0.5, 9.0).block_steps(table) == 12  # no fast path: every block at every step
+
+
+def test_speedup_target_uses_the_measured_latency_model():
+    pipe, call, kw = _calibration_call("pixart")
+    sched = calibrate_bac(pipe, [call], steps=8, guidance=4.0, speedup=1.1, call_kwargs=kw, reuse="taylor")
+    lm = sched.metadata["latency_model"]
+    n_blocks = len(pipe.transformer.transformer_blocks)
+    assert list(lm["fast_blocks"]) == list(range(n_blocks)) and lm["sec_per_block_step"] >= 0
+    assert sched.metadata["predicted_speedup"] >= 1.1

@@ -70,6 +70,7 @@ class RunState:
         self.policy = policy
         self.measuring = False
         self.fast_blocks = True  # BlockSkipHook may serve a fully reused block without running it
+        self.fast_block_ids: list[int] = []  # the blocks that have a BlockSkipHook
         self._timesteps_obj: Any = None
         self._last_t: float | None = None
         self._step = -1
