@@ -3,7 +3,10 @@
 Genome: the boolean schedule [step, block, component] (True = compute). Objectives, both minimised:
 F1 = quality loss on the calibration prompts (default ``fd_domain`` relative to the uncached
 pipeline plus 1 - SSIM to the uncached images), F2 = the schedule's static component MACs relative
-to all-compute. Constraint: at least one reuse (Hamming distance to all-compute >= 1).
+to all-compute (``cost="latency"``, an accel option: the denoising time predicted by BAC's latency model,
+which also charges each block run a step, so schedules the block fast path serves cost less; measured once
+per run and kept in ``latency_model.json``). Constraint: at least one reuse (Hamming distance to
+all-compute >= 1).
 
 Resumable: every evaluated candidate is appended to ``candidates.jsonl`` at once and the pymoo
 algorithm is pickled after every generation, so a run killed at any moment and started again with
@@ -55,6 +58,7 @@ class ECADConfig:
     solver: str | None = None  # a solver name (accel.solvers.named); ``steps`` is then its NFE
     guidance_method: str | None = None  # "apg:W..." or "facfg:..." (accel.guidance.spec); None: the pipeline's CFG
     reuse: str = "hold"  # what reused entries return (CacheSchedule.reuse); "taylor" is an accel option
+    cost: str = "macs"  # second objective: "macs" (the paper) or "latency" (predicted time, an accel option)
 
     def apply_kwargs(self) -> dict:
         """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
@@ -77,6 +81,8 @@ class ECADConfig:
         if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
             raise ValueError(f"unknown quality objective {self.quality!r}")
         accel.schedule.check_reuse(self.reuse)
+        if self.cost not in ("macs", "latency"):
+            raise ValueError(f"cost must be 'macs' or 'latency', not {self.cost!r}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
 
@@ -105,6 +111,8 @@ class ScheduleEvaluator:
         for c in st.components:
             self.slot_macs[c.block, self.layout.component_names.index(c.component)] += c.macs
         self.present = self.slot_macs > 0
+        self.comp_macs = [c.macs for c in st.components]  # per cache slot, for the latency model
+        self.latency = None  # a calibrate.bac.LatencyModel when cfg.cost == "latency"
         self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.quality else None
 
     @property
@@ -140,6 +148,14 @@ class ScheduleEvaluator:
     def macs_fraction(self, bits: np.ndarray) -> float:
         t = self.table(bits)
         return float((t * self.slot_macs).sum() / (self.cfg.steps * self.slot_macs.sum()))
+
+    def cost(self, bits: np.ndarray) -> float:
+        """The second objective: the MACs fraction, or the predicted fraction of the all-compute denoising time."""
+        if self.latency is None:
+            return self.macs_fraction(bits)
+        t = self.table(bits)
+        lm = self.latency
+        return float(lm.predict(float((t * self.slot_macs).sum()), lm.block_steps(t)) / lm.t_full)
 
     def evaluate(self, bits: np.ndarray) -> dict:
         from accel.metrics import ssim
@@ -211,6 +227,8 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
         cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
     torch.set_num_threads(1) if world > 1 else None
     ev = ScheduleEvaluator(pipe, calls, cfg, call_kwargs)
+    if cfg.cost == "latency":
+        ev.latency = _latency_model(ev, out / "latency_model.json", rank, world, call_kwargs)
     cand_path = out / "candidates.jsonl"
     cache: dict[str, dict] = {}
     if cand_path.exists():
@@ -261,7 +279,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
                 F[i] = (0.0, 1.0)
                 G[i] = 1.0
                 continue
-            F[i] = (cache[k]["quality_loss"], round(cache[k]["macs_fraction"], 6))
+            F[i] = (cache[k]["quality_loss"], round(ev.cost(x), 6))
             G[i] = 1 - int((~x).sum())
         return F, G
 
@@ -292,11 +310,14 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
     front = []
     for j, i in enumerate(order):
         name = f"schedule_{j:02d}.json"
-        entry = {"file": name, "quality_loss": float(F[i, 0]), "macs_fraction": float(F[i, 1]),
+        entry = {"file": name, "quality_loss": float(F[i, 0]), "macs_fraction": round(ev.macs_fraction(X[i]), 6),
                  "compute_fraction": float(X[i].mean())}
+        if ev.latency is not None:
+            entry["predicted_time_fraction"] = float(F[i, 1])
         front.append(entry)
         if rank == 0:
             ev.schedule(X[i], quality_loss=entry["quality_loss"], macs_fraction=entry["macs_fraction"],
+                        predicted_time_fraction=entry.get("predicted_time_fraction"),
                         guidance=cfg.guidance, generations=cfg.generations, pop_size=cfg.pop_size, solver=cfg.solver,
                         guidance_method=cfg.guidance_method).save(out / name)
     if rank == 0:
@@ -306,31 +327,51 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
             rec = cache.get(_key(bits))
             if rec is not None:
                 seeds.append({"label": f"uniform {k}", "macs_fraction": rec["macs_fraction"],
-                              "quality_loss": rec["quality_loss"]})
+                              "quality_loss": rec["quality_loss"], "cost": round(ev.cost(bits), 6)})
         (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "processes": world, "front": front,
                                                   "seeds": seeds}, indent=1))
-        _plot(front, out / "front.png", seeds, cfg.reuse)
+        _plot(front, out / "front.png", seeds, cfg.reuse, cfg.cost)
     return ECADResult(front, str(out))
 
 
-def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold") -> None:
+def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold", cost: str = "macs") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([f["macs_fraction"] for f in front], [f["quality_loss"] for f in front], "o-", label="ECAD front")
-    ax.set_xlabel("component MACs computed (fraction)")
+    key = "predicted_time_fraction" if cost == "latency" else "macs_fraction"
+    ax.plot([f[key] for f in front], [f["quality_loss"] for f in front], "o-", label="ECAD front")
+    ax.set_xlabel("predicted denoising time (fraction)" if cost == "latency" else "component MACs computed (fraction)")
     ax.set_ylabel("quality loss (lower is better)")
     for s in seeds:
-        ax.scatter(s["macs_fraction"], s["quality_loss"], marker="x", color="tab:red")
-        ax.annotate(s["label"], (s["macs_fraction"], s["quality_loss"]), fontsize=7)
+        x = s.get("cost", s["macs_fraction"]) if cost == "latency" else s["macs_fraction"]
+        ax.scatter(x, s["quality_loss"], marker="x", color="tab:red")
+        ax.annotate(s["label"], (x, s["quality_loss"]), fontsize=7)
     ax.set_title("ECAD Pareto front vs seed schedules (x)" + (f", {reuse} reuse" if reuse != "hold" else ""))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _latency_model(ev: ScheduleEvaluator, path: Path, rank: int, world: int, call_kwargs: dict | None):
+    """The run's latency model: read from ``path`` (a resumed run), else timed once on rank 0, shared with every
+    process and saved, so every candidate of a run (and every process) is scored with the same model."""
+    from accel.dist import gather
+
+    from .bac import LatencyModel, measure_latency_model
+
+    d = json.loads(path.read_text()) if path.exists() else None
+    if d is None and rank == 0:
+        cfg = ev.cfg
+        m = measure_latency_model(ev.pipe, ev.calls[0], cfg.steps, cfg.call_guidance(), ev.comp_macs,
+                                  call_kwargs=call_kwargs)
+        d = {**vars(m), "fast_blocks": list(m.fast_blocks)}
+        path.write_text(json.dumps(d, indent=1))
+    d = gather(d, world)[0]
+    return LatencyModel(**{**d, "fast_blocks": tuple(d["fast_blocks"])})
 
 
 def _cli_args(p) -> None:
@@ -348,6 +389,9 @@ def _cli_args(p) -> None:
     p.add_argument("--guidance-method", help="search it under this guidance: apg:W[:ETA:MOMENTUM:R] or facfg:WL:WH[:CUT]")
     p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
                    help="what reused outputs return: hold (the paper) or taylor (first-order forecast, an accel option)")
+    p.add_argument("--cost", default="macs", choices=("macs", "latency"),
+                   help="second objective: MACs (the paper) or the denoising time predicted by a latency model timed "
+                        "once per run (an accel option; it sees the block fast path)")
 
 
 def _cli_run(a) -> None:
@@ -363,7 +407,7 @@ def _cli_run(a) -> None:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
-                         reuse=a.reuse)
+                         reuse=a.reuse, cost=a.cost)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:

@@ -81,3 +81,32 @@ def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
     s = accel.CacheSchedule.load(tmp_path / res.front[0]["file"])
     assert s.table.shape[0] == 4 and s.metadata["solver"] == "unipc" and s.metadata["guidance_method"] == "apg:6"
     assert pipe.scheduler is scheduler and not accel.is_applied(pipe)
+
+
+def test_latency_cost_is_timed_once_per_run_and_kept(tmp_path):
+    """cost="latency": the second objective is the predicted time fraction from one model kept in the run."""
+    sys.path.insert(0, str(RUN.parent))
+    from accel.calibrate.ecad import ECADConfig, run_ecad
+    from tiny import pixart_inputs, tiny_pixart
+
+    pipe = tiny_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    kw = pixart_inputs(batch=2, steps=4)
+    call = {k: kw[k] for k in ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
+                               "negative_prompt_attention_mask", "negative_prompt")}
+    ck = dict(height=16, width=16, use_resolution_binning=False)
+    with pytest.raises(ValueError, match="cost"):
+        ECADConfig(cost="seconds")
+    cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity", seed_intervals=(2,), cost="latency")
+    res = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
+    model = json.loads((tmp_path / "latency_model.json").read_text())
+    assert model["fast_blocks"] and model["sec_per_block_step"] >= 0
+    assert all(0 < f["predicted_time_fraction"] < 1 and "macs_fraction" in f for f in res.front)
+    (tmp_path / "latency_model.json").write_text(json.dumps({**model, "t_fixed": 0.0, "sec_per_block_step": 0.0}))
+    (tmp_path / "algorithm.pkl").unlink()  # search again with the kept model: it is read, not timed anew
+    again = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
+    # no fixed time and no block term: the prediction is proportional to the MACs
+    ratios = [f["predicted_time_fraction"] / f["macs_fraction"] for f in again.front]
+    assert ratios == pytest.approx([ratios[0]] * len(ratios), rel=1e-4)
+    first = {f["file"]: f["predicted_time_fraction"] for f in res.front}
+    assert any(first.get(f["file"]) != f["predicted_time_fraction"] for f in again.front)
