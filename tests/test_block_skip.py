@@ -7,22 +7,22 @@ from accel.api import handle_of
 from tiny import BUILDERS, images
 
 
-def _run(pipe, **kw):
+def _run(pipe, fam="pixart", **kw):
     pipe.set_progress_bar_config(disable=True)
-    return images(pipe, **BUILDERS["pixart"][1](**kw))
+    return images(pipe, **BUILDERS[fam][1](**kw))
 
 
-@pytest.mark.parametrize("reuse", ["hold", "taylor"])
-def test_fast_path_is_bit_identical_to_the_hooked_block(reuse):
-    pipe = BUILDERS["pixart"][0]()
+@pytest.mark.parametrize("fam,reuse", [("pixart", "hold"), ("pixart", "taylor"), ("dit", "taylor")])
+def test_fast_path_is_bit_identical_to_the_hooked_block(fam, reuse):
+    pipe = BUILDERS[fam][0]()
     accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=3, reuse=reuse))
     state = handle_of(pipe).state
     state.fast_blocks = False
-    ref = _run(pipe)
+    ref = _run(pipe, fam)
     assert state.record.fast_blocks == 0
     ref_stats = accel.stats(pipe)
     state.fast_blocks = True
-    out = _run(pipe)
+    out = _run(pipe, fam)
     st = accel.stats(pipe)
     n_blocks = st.extra["block_fast_path"]["blocks"]
     # 4 of 6 steps reuse every component; the tiny pipeline makes cond and uncond passes in one batch

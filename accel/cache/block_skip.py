@@ -56,8 +56,29 @@ def _pixart_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> 
     return h.squeeze(1) if h.ndim == 4 else h
 
 
+def _dit_applies(block: nn.Module) -> bool:
+    return (type(block).__name__ == "BasicTransformerBlock" and getattr(block, "norm_type", None) == "ada_norm_zero"
+            and block.attn2 is None and block.pos_embed is None and not block.only_cross_attention
+            and not hasattr(block, "fuser") and getattr(block.norm1, "emb", None) is not None)
+
+
+def _dit_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> torch.Tensor:
+    """``BasicTransformerBlock.forward`` with ``norm_type="ada_norm_zero"`` (DiT), components given: the gates
+    still need the block's own timestep and class embedding (``AdaLayerNormZero``), the norms do not run."""
+    a1, ff = outs
+    n1 = block.norm1
+    emb = n1.linear(n1.silu(n1.emb(kw["timestep"], kw["class_labels"], hidden_dtype=x.dtype)))
+    gates = emb.chunk(6, dim=1)
+    h = gates[2].unsqueeze(1) * a1 + x  # gate_msa * attn1 + residual
+    if h.ndim == 4:
+        h = h.squeeze(1)
+    h = gates[5].unsqueeze(1) * ff + h  # gate_mlp * ff + residual
+    return h.squeeze(1) if h.ndim == 4 else h
+
+
 FAST_PATHS: dict[str, BlockFastPath] = {
     "pixart": BlockFastPath(("attn1", "attn2", "ff"), _pixart_applies, _pixart_combine, ("timestep",)),
+    "dit": BlockFastPath(("attn1", "ff"), _dit_applies, _dit_combine, ("timestep", "class_labels")),
 }
 
 
