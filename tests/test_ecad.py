@@ -50,13 +50,9 @@ def test_two_processes_give_the_same_front(tmp_path):
     assert json.loads((tmp_path / "two" / "index.json").read_text())["processes"] == 2  # really two processes
 
 
-def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
-    """--solver / --guidance-method: the reference and every candidate run with them; the pipeline is restored."""
+def _tiny_pixart_call():
+    """A tiny PixArt pipeline, one calibration call (batch 2) and the fixed call arguments."""
     sys.path.insert(0, str(RUN.parent))
-    import torch
-
-    import accel
-    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator, run_ecad
     from tiny import pixart_inputs, tiny_pixart
 
     pipe = tiny_pixart()
@@ -64,7 +60,17 @@ def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
     kw = pixart_inputs(batch=2, steps=4)
     call = {k: kw[k] for k in ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
                                "negative_prompt_attention_mask", "negative_prompt")}
-    ck = dict(height=16, width=16, use_resolution_binning=False)
+    return pipe, call, dict(height=16, width=16, use_resolution_binning=False)
+
+
+def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
+    """--solver / --guidance-method: the reference and every candidate run with them; the pipeline is restored."""
+    import torch
+
+    import accel
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator, run_ecad
+
+    pipe, call, ck = _tiny_pixart_call()
     cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity", seed_intervals=(2,), solver="unipc",
                      guidance_method="apg:6")
     scheduler = pipe.scheduler
@@ -85,16 +91,9 @@ def test_search_runs_in_the_solver_and_guidance_it_is_for(tmp_path):
 
 def test_latency_cost_is_timed_once_per_run_and_kept(tmp_path):
     """cost="latency": the second objective is the predicted time fraction from one model kept in the run."""
-    sys.path.insert(0, str(RUN.parent))
     from accel.calibrate.ecad import ECADConfig, run_ecad
-    from tiny import pixart_inputs, tiny_pixart
 
-    pipe = tiny_pixart()
-    pipe.set_progress_bar_config(disable=True)
-    kw = pixart_inputs(batch=2, steps=4)
-    call = {k: kw[k] for k in ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
-                               "negative_prompt_attention_mask", "negative_prompt")}
-    ck = dict(height=16, width=16, use_resolution_binning=False)
+    pipe, call, ck = _tiny_pixart_call()
     with pytest.raises(ValueError, match="cost"):
         ECADConfig(cost="seconds")
     cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity", seed_intervals=(2,), cost="latency")
