@@ -146,7 +146,8 @@ def _taylorseer(spec: str, arg: str) -> Row:
 @row_kind("magcache")
 def _magcache(spec: str, arg: str) -> Row:
     """diffusers MagCache: ``magcache:THRESHOLD``; its magnitude ratios are calibrated first, as its docs say,
-    with one ``calibrate=True`` call on calibration prompts (disjoint from the bench prompts)."""
+    with one ``calibrate=True`` call on calibration prompts (disjoint from the bench prompts; on the full-size
+    latency model, which has no text encoder, on its own random inputs)."""
     import contextlib
     import io
     import re as _re
@@ -172,11 +173,17 @@ def _magcache(spec: str, arg: str) -> Row:
         reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
         reg.reset_stateful_hooks()
         _set_cache_context(pipe.transformer, CacheContext("cond"))
+        if getattr(pipe, "text_encoder", None) is None:  # the full-size latency model: calibrate on its own inputs
+            from .shapes import pixart_alpha_shaped_inputs
+
+            call = pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed + 999)
+        else:
+            call = dict(prompt=calibration_prompts(min(cfg.batch, 8)), num_inference_steps=cfg.steps,
+                        guidance_scale=cfg.guidance, generator=torch.Generator().manual_seed(cfg.seed + 999),
+                        output_type="pt", **getattr(pipe, "accel_defaults", {}))
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            pipe(calibration_prompts(min(cfg.batch, 8)), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
-                 generator=torch.Generator().manual_seed(cfg.seed + 999), output_type="pt",
-                 **getattr(pipe, "accel_defaults", {}))
+            pipe(**call)
         ratios = [float(x) for x in _re.findall(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|\d+", buf.getvalue().split("mag_ratios=...):")[-1])]
         for n in names:
             reg.remove_hook(n, recurse=True)
