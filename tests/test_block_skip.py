@@ -1,4 +1,6 @@
 """The block fast path (``accel.cache.block_skip``) equals the hooked block forward exactly."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,3 +45,17 @@ def test_partly_reused_blocks_run_their_forward_and_remove_detaches():
     den = pipe.transformer
     assert all(not hasattr(b, "_diffusers_hook") for b in den.transformer_blocks)
     assert torch.equal(_run(pipe), ref)
+
+
+def test_a_block_whose_weights_are_elsewhere_runs_its_forward(monkeypatch):
+    """Offloading hooks that load a block's weights only in its forward: the fast path steps aside."""
+    from accel.cache import block_skip
+
+    pipe = BUILDERS["pixart"][0]()
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, interval=3))
+    ref = _run(pipe)
+    elsewhere = dataclasses.replace(block_skip.FAST_PATHS["pixart"], probe=lambda b: torch.empty(0, device="meta"))
+    for blk in pipe.transformer.transformer_blocks:
+        monkeypatch.setattr(blk._diffusers_hook.get_hook(block_skip.BLOCK_HOOK), "path", elsewhere)
+    out = _run(pipe)
+    assert handle_of(pipe).state.record.fast_blocks == 0 and torch.equal(out, ref)

@@ -35,6 +35,9 @@ class BlockFastPath:
     applies: Callable[[nn.Module], bool]  # whether this block instance's configuration is covered
     combine: Combine
     needs: tuple[str, ...]  # forward arguments ``combine`` reads besides hidden_states
+    # a weight ``combine`` reads: when it is not on the input's device (offloading hooks of the block have not
+    # loaded it, e.g. diffusers group offloading or accelerate's sequential offload), the block runs its forward
+    probe: Callable[[nn.Module], torch.Tensor] = lambda block: next(block.parameters())
 
 
 def _pixart_applies(block: nn.Module) -> bool:
@@ -77,8 +80,10 @@ def _dit_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> tor
 
 
 FAST_PATHS: dict[str, BlockFastPath] = {
-    "pixart": BlockFastPath(("attn1", "attn2", "ff"), _pixart_applies, _pixart_combine, ("timestep",)),
-    "dit": BlockFastPath(("attn1", "ff"), _dit_applies, _dit_combine, ("timestep", "class_labels")),
+    "pixart": BlockFastPath(("attn1", "attn2", "ff"), _pixart_applies, _pixart_combine, ("timestep",),
+                            lambda block: block.scale_shift_table),
+    "dit": BlockFastPath(("attn1", "ff"), _dit_applies, _dit_combine, ("timestep", "class_labels"),
+                         lambda block: block.norm1.linear.weight),
 }
 
 
@@ -106,7 +111,8 @@ class BlockSkipHook(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         x = self._arg("hidden_states", args, kwargs)
-        outs = self.state.lookup_block(self.slots, x) if isinstance(x, torch.Tensor) else None
+        ready = isinstance(x, torch.Tensor) and self.path.probe(module).device == x.device
+        outs = self.state.lookup_block(self.slots, x) if ready else None
         if outs is not None:
             kw = {n: self._arg(n, args, kwargs) for n in self.path.needs}
             return self.path.combine(module, x, kw, outs)
