@@ -219,16 +219,16 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
     if path is None:
         return
     slot_of = {r.name: i for i, r in enumerate(refs)}
-    n = 0
+    state = handle.state
     for parent in dict.fromkeys(r.name.rsplit(".", 1)[0] for r in refs):
         slots = [slot_of.get(f"{parent}.{c}") for c in path.components]
         block = handle.denoiser.get_submodule(parent)
         if None not in slots and path.applies(block):
-            handle.add_hook(block, BlockSkipHook(handle.state, slots, path), BLOCK_HOOK)
-            handle.state.fast_block_ids.append(refs[slots[0]].block)
-            n += 1
-    if n:
-        handle.state.reporters["block_fast_path"] = lambda: {"blocks": n, "served": handle.state.record.fast_blocks}
+            handle.add_hook(block, BlockSkipHook(state, slots, path), BLOCK_HOOK)
+            state.fast_block_ids.append(refs[slots[0]].block)
+    if state.fast_block_ids:
+        state.reporters["block_fast_path"] = lambda: {"blocks": len(state.fast_block_ids),
+                                                      "served": state.record.fast_blocks}
 
 
 def _is_one_step(pipe, extra_defaults: dict | None) -> bool:

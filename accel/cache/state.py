@@ -160,11 +160,7 @@ class RunState:
         if hit is None or (x is not None and hit[0] != x.shape):
             return None  # nothing stored yet (or another shape): compute, as ECAD's code does
         if dec is False or dec <= 0:
-            self.record.reused[slot] += 1
-            if len(hit) == 5 and hit[3] is not None:  # taylor reuse: (shape, out, step, prev out, prev step)
-                _, out, s1, prev, s0 = hit
-                return _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
-            return hit[1]
+            return self._reuse(slot, hit)
         if len(hit) < 3:
             return None
         self.record.refreshed[slot] += float(dec)
@@ -184,7 +180,15 @@ class RunState:
             if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
                 return None
         self.record.fast_blocks += 1
-        return [self.lookup(slot, (x,), {}) for slot in slots]
+        return [self._reuse(slot, self._store[slot][self._branch]) for slot in slots]
+
+    def _reuse(self, slot: int, hit):
+        """Count a reuse of ``slot`` and return its stored output (the forecast, for taylor reuse)."""
+        self.record.reused[slot] += 1
+        if len(hit) == 5 and hit[3] is not None:  # taylor reuse: (shape, out, step, prev out, prev step)
+            _, out, s1, prev, s0 = hit
+            return _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
+        return hit[1]
 
     @torch.compiler.disable
     def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
