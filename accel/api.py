@@ -189,6 +189,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
         if policy is not None and not getattr(policy, "keeps_inputs", False):
             _add_block_fast_paths(handle, refs)
+        if policy is not None:
+            _add_call_invariant(handle)
     if new_scheduler is not None:
         handle.old_scheduler = pipe.scheduler
         pipe.scheduler = new_scheduler
@@ -229,6 +231,23 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
     if state.fast_block_ids:
         state.reporters["block_fast_path"] = lambda: {"blocks": len(state.fast_block_ids),
                                                       "served": state.record.fast_blocks}
+
+
+def _add_call_invariant(handle: AccelHandle) -> None:
+    """A ``CallInvariantHook`` on the family's modules that see the same input at every step of a call
+    (see ``accel.cache.call_invariant``)."""
+    from .cache.call_invariant import CALL_INVARIANT, INVARIANT_HOOK, CallInvariantHook
+
+    hooks = []
+    for name in CALL_INVARIANT.get(handle.layout.name, ()):
+        module = getattr(handle.denoiser, name, None)
+        if isinstance(module, torch.nn.Module):
+            hook = CallInvariantHook(handle.state)
+            handle.add_hook(module, hook, INVARIANT_HOOK)
+            hooks.append(hook)
+    if hooks:
+        handle.state.call_listeners.append(lambda: [h.reset() for h in hooks])
+        handle.state.reporters["call_invariant_reuses"] = lambda: sum(h.hits for h in hooks)
 
 
 def _is_one_step(pipe, extra_defaults: dict | None) -> bool:

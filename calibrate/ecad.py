@@ -59,6 +59,7 @@ class ECADConfig:
     guidance_method: str | None = None  # "apg:W..." or "facfg:..." (accel.guidance.spec); None: the pipeline's CFG
     reuse: str = "hold"  # what reused entries return (CacheSchedule.reuse); "taylor" is an accel option
     cost: str = "macs"  # second objective: "macs" (the paper) or "latency" (predicted time, an accel option)
+    max_cost: float = 1.0  # candidates whose cost exceeds it are infeasible: the search spends its population below it
 
     def apply_kwargs(self) -> dict:
         """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
@@ -83,6 +84,8 @@ class ECADConfig:
         accel.schedule.check_reuse(self.reuse)
         if self.cost not in ("macs", "latency"):
             raise ValueError(f"cost must be 'macs' or 'latency', not {self.cost!r}")
+        if not 0.0 < self.max_cost <= 1.0:
+            raise ValueError(f"max_cost is a fraction in (0, 1], not {self.max_cost}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
 
@@ -188,7 +191,8 @@ def _initial_population(ev: ScheduleEvaluator, cfg: ECADConfig, rng: np.random.G
     # departure: random members drawn at compute densities spread over [0.3, 0.95] instead of all at 0.5,
     # so a short search also covers the low-speed-up end of the front (the paper runs ~50 generations)
     n_rand = cfg.pop_size - len(seeds)
-    density = np.linspace(0.3, 0.95, n_rand)[:, None] if cfg.spread_init else 0.5
+    hi = min(0.95, cfg.max_cost)  # a compute density is about a MACs fraction: draw members below max_cost
+    density = np.linspace(min(0.3, 0.7 * hi), hi, n_rand)[:, None] if cfg.spread_init else 0.5
     rand = rng.random((n_rand, ev.n_var)) < density
     return np.concatenate([np.array(seeds, dtype=bool).reshape(len(seeds), ev.n_var), rand]) if seeds else rand
 
@@ -280,7 +284,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
                 G[i] = 1.0
                 continue
             F[i] = (cache[k]["quality_loss"], round(ev.cost(x), 6))
-            G[i] = 1 - int((~x).sum())
+            G[i] = max(1 - int((~x).sum()), F[i, 1] - cfg.max_cost)
         return F, G
 
     bar = tqdm(total=cfg.generations, initial=algorithm.n_gen - 1 if algorithm.n_gen else 0, desc="ecad",
@@ -392,6 +396,9 @@ def _cli_args(p) -> None:
     p.add_argument("--cost", default="macs", choices=("macs", "latency"),
                    help="second objective: MACs (the paper) or the denoising time predicted by a latency model timed "
                         "once per run (an accel option; it sees the block fast path)")
+    p.add_argument("--max-cost", type=float, default=1.0,
+                   help="search only schedules whose cost (MACs or predicted time fraction, see --cost) is at most this "
+                        "(an accel option: the whole population then works on that end of the front)")
 
 
 def _cli_run(a) -> None:
@@ -407,7 +414,7 @@ def _cli_run(a) -> None:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
-                         reuse=a.reuse, cost=a.cost)
+                         reuse=a.reuse, cost=a.cost, max_cost=a.max_cost)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:

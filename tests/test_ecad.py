@@ -109,3 +109,18 @@ def test_latency_cost_is_timed_once_per_run_and_kept(tmp_path):
     assert ratios == pytest.approx([ratios[0]] * len(ratios), rel=1e-4)
     first = {f["file"]: f["predicted_time_fraction"] for f in res.front}
     assert any(first.get(f["file"]) != f["predicted_time_fraction"] for f in again.front)
+
+
+def test_max_cost_keeps_the_front_below_it(tmp_path):
+    """max_cost: schedules above the cost bound are infeasible, so every front point is at or below it."""
+    from accel.calibrate.ecad import ECADConfig, run_ecad
+
+    with pytest.raises(ValueError, match="max_cost"):
+        ECADConfig(max_cost=0.0)
+    pipe, call, ck = _tiny_pixart_call()
+    cfg = ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity", seed_intervals=(2,), max_cost=0.6)
+    res = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
+    assert res.front and all(f["macs_fraction"] <= 0.6 for f in res.front)
+    free = run_ecad(pipe, [call], tmp_path / "free", ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity",
+                                                                seed_intervals=(2,)), call_kwargs=ck, progress=False)
+    assert any(f["macs_fraction"] > 0.6 for f in free.front)  # without the bound the front reaches above it
