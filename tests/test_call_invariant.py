@@ -37,7 +37,11 @@ def test_changed_inputs_and_autograd_are_computed():
         b = lin(x)
         assert b is not a and torch.allclose(b, x @ lin.weight.T + lin.bias)
         assert lin(x.clone()) is not b  # equal values, another tensor: computed
+    y = torch.randn(2, 4)
+    with torch.no_grad():
+        c, d = lin(y), lin(x)  # two inputs alternating (one per CFG branch): both kept
+        assert lin(y) is c and lin(x) is d
     g1 = lin(x)
     assert lin(x) is not g1 and g1.requires_grad  # under autograd nothing is shared between calls
     hook.reset()
-    assert hook._out is None and hook._held == ()
+    assert hook._entries == {}

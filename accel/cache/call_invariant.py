@@ -6,8 +6,7 @@ same tensor at every step: PixArt's ``caption_projection``, SD3's and FLUX's ``c
 tensor objects, unmodified (same identity and in-place version counter) and the same keyword
 arguments, it returns the stored output, which is the output the module would compute. It holds
 its input, so the identity cannot be taken over by a new tensor, and forgets both at every new
-pipeline call. Under autograd (an output that requires grad) it always computes, so no graph is
-shared between steps.
+pipeline call. With grad enabled it always computes, so no graph is shared between steps.
 """
 from __future__ import annotations
 
@@ -36,29 +35,45 @@ def _signature(args: tuple, kwargs: dict) -> tuple | None:
 
 
 class CallInvariantHook(ModelHook):
-    """Returns the stored output when the module is called again with the same, unmodified input tensors."""
+    """Returns the stored output when the module is called again with the same, unmodified input tensors.
 
-    def __init__(self, state=None) -> None:
+    Keeps up to ``max_entries`` inputs per call, so pipelines that run the denoiser once per branch with
+    different prompt tensors (e.g. FLUX's true CFG) reuse each branch's projection.
+    """
+
+    def __init__(self, state=None, max_entries: int = 4) -> None:
         super().__init__()
         self.state = state  # the RunState: its measuring passes (accel.stats counting MACs) are computed, not counted
-        self._key = None
-        self._held: tuple = ()
-        self._out = None
+        self.max_entries = max_entries
+        self._entries: dict = {}  # signature -> (inputs held, output)
         self.hits = 0
 
     def reset(self) -> None:
-        self._key, self._held, self._out = None, (), None
+        self._entries = {}
+
+    @torch.compiler.disable
+    def _lookup(self, args: tuple, kwargs: dict):
+        if (self.state is not None and self.state.measuring) or torch.is_grad_enabled():
+            return None, None  # measuring passes and autograd (training through the pipeline) always compute
+        key = _signature(args, kwargs)
+        hit = self._entries.get(key) if key is not None else None
+        if hit is not None:
+            self.hits += 1
+            return key, hit[1]
+        return key, None
+
+    @torch.compiler.disable
+    def _store(self, key, args: tuple, kwargs: dict, out) -> None:
+        if key is None or not isinstance(out, torch.Tensor) or out.requires_grad:
+            return  # under autograd nothing is shared between steps
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = ((args, kwargs), out)
 
     def new_forward(self, module, *args, **kwargs):
-        if self.state is not None and self.state.measuring:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        key = _signature(args, kwargs)
-        if key is not None and key == self._key:
-            self.hits += 1
-            return self._out
+        key, out = self._lookup(args, kwargs)
+        if out is not None:
+            return out
         out = self.fn_ref.original_forward(*args, **kwargs)
-        if key is not None and isinstance(out, torch.Tensor) and not out.requires_grad:
-            self._key, self._held, self._out = key, (args, kwargs), out
-        else:
-            self.reset()
+        self._store(key, args, kwargs, out)
         return out
