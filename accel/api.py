@@ -102,6 +102,7 @@ class AccelHandle:
     config: dict[str, Any] = field(default_factory=dict)
     macs: dict[tuple, tuple[int, list[int]]] = field(default_factory=dict)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    invariant: dict[str, Any] = field(default_factory=dict)  # denoiser submodule name -> its CallInvariantHook
 
     def add_hook(self, module: torch.nn.Module, hook, name: str) -> None:
         made = not hasattr(module, "_diffusers_hook")
@@ -230,7 +231,8 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
             state.fast_block_ids.append(refs[slots[0]].block)
     if state.fast_block_ids:
         state.reporters["block_fast_path"] = lambda: {"blocks": len(state.fast_block_ids),
-                                                      "served": state.record.fast_blocks}
+                                                      "served": state.record.fast_blocks,
+                                                      "lean": state.record.lean_blocks}
 
 
 def _add_call_invariant(handle: AccelHandle) -> None:
@@ -238,13 +240,12 @@ def _add_call_invariant(handle: AccelHandle) -> None:
     (see ``accel.cache.call_invariant``)."""
     from .cache.call_invariant import CALL_INVARIANT, INVARIANT_HOOK, CallInvariantHook
 
-    hooks = []
     for name in CALL_INVARIANT.get(handle.layout.name, ()):
         module = getattr(handle.denoiser, name, None)
         if isinstance(module, torch.nn.Module):
-            hook = CallInvariantHook(handle.state)
-            handle.add_hook(module, hook, INVARIANT_HOOK)
-            hooks.append(hook)
+            handle.invariant[name] = CallInvariantHook(handle.state)
+            handle.add_hook(module, handle.invariant[name], INVARIANT_HOOK)
+    hooks = list(handle.invariant.values())
     if hooks:
         handle.state.call_listeners.append(lambda: [h.reset() for h in hooks])
         handle.state.reporters["call_invariant_reuses"] = lambda: sum(h.hits for h in hooks)
@@ -325,10 +326,12 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
         if key not in h.macs:
             h.state.measuring = True
             try:
-                h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots])
+                h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots] + list(h.invariant))
             finally:
                 h.state.measuring = False
         macs_total, per = h.macs[key]
+    n_slots = len(h.state.slots)
+    per, per_invariant = per[:n_slots], per[n_slots:]
     cnames = h.layout.component_names
     comps = [
         ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i], rec.partial[i], rec.refreshed[i])
@@ -336,6 +339,7 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
     ]
     full = macs_total * rec.denoiser_calls
     saved = sum((c.reused + c.partial - c.refreshed) * c.macs for c in comps)
+    saved += sum(m * hook.hits for m, hook in zip(per_invariant, h.invariant.values()))  # projections reused
     seconds = (rec.t_last - rec.t_first) if rec.t_first is not None and rec.t_last is not None else 0.0
     extra = {k: fn() for k, fn in h.state.reporters.items()}
     return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

@@ -49,7 +49,9 @@ class CallInvariantHook(ModelHook):
         self.hits = 0
 
     def reset(self) -> None:
+        """Forget the stored inputs and outputs and zero ``hits`` (a new pipeline call)."""
         self._entries = {}
+        self.hits = 0
 
     @torch.compiler.disable
     def _lookup(self, args: tuple, kwargs: dict):
