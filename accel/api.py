@@ -231,8 +231,7 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
             state.fast_block_ids.append(refs[slots[0]].block)
     if state.fast_block_ids:
         state.reporters["block_fast_path"] = lambda: {"blocks": len(state.fast_block_ids),
-                                                      "served": state.record.fast_blocks,
-                                                      "lean": state.record.lean_blocks}
+                                                      "served": state.record.fast_blocks}
 
 
 def _add_call_invariant(handle: AccelHandle) -> None:

@@ -2,14 +2,17 @@
 
 Each schedule runs twice per round, with the fast path on and off (the hooked block forward);
 rounds are interleaved with the plain pipeline's and the median denoising time is reported. The
-two paths' latents are compared for bit identity.
+two paths' latents are compared for bit identity. ``--schedule FILE`` adds a schedule file
+(e.g. an ECAD or BAC schedule, whose blocks are often only partly reused).
 
     python benchmarks/block_fast_path.py --pipeline pixart-eps --rounds 7
+    python benchmarks/block_fast_path.py --schedules 4 --schedule benchmarks/schedules/ecad-pixart-eps-taylor/schedule_08.json
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -23,6 +26,7 @@ def main() -> None:
     p.add_argument("--pipeline", default="pixart-eps")
     p.add_argument("--schedules", default="2,3,4,6,20", help="uniform intervals (20 = only the first step computes)")
     p.add_argument("--reuse", default="taylor", choices=["hold", "taylor"])
+    p.add_argument("--schedule", action="append", default=[], help="a schedule file to measure too (repeatable)")
     p.add_argument("--batch", type=int, default=25)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=7)
@@ -45,7 +49,9 @@ def main() -> None:
         return st.denoise_seconds, out, st.macs_fraction
 
     intervals = [int(x) for x in a.schedules.split(",")]
-    scheds = {k: accel.CacheSchedule.uniform(pipe, a.steps, k, reuse=a.reuse) for k in intervals}
+    scheds = {f"every {k} ({a.reuse})": accel.CacheSchedule.uniform(pipe, a.steps, k, reuse=a.reuse) for k in intervals}
+    files = {Path(f).parent.name + "/" + Path(f).name: accel.CacheSchedule.load(f) for f in a.schedule}
+    scheds.update(files)
     times: dict = {"plain": []}
     same, frac = {}, {}
     denoise_seconds(None, True)  # warm-up
@@ -61,15 +67,15 @@ def main() -> None:
     med = {key: statistics.median(v) for key, v in times.items()}
     att = f", accel attention processors ({a.attention})" if a.attention else ""
     print(f"{a.pipeline}, batch {a.batch}, {a.steps} steps, {a.threads} threads{att}, median of {a.rounds} interleaved rounds\n")
-    print("| uniform schedule | MACs | hooked blocks: denoise s (speed-up) | fast path: denoise s (speed-up) | fast / hooked | bit-identical |")
+    print("| schedule | MACs | hooked blocks: denoise s (speed-up) | fast path: denoise s (speed-up) | fast / hooked "
+          "| bit-identical |")
     print("|---|---|---|---|---|---|")
     base = med["plain"]
     print(f"| plain pipeline | 100% | {base:.3f} (1.00x) | | | |")
-    for k in intervals:
+    for k in scheds:
         r, f = med[(k, False)], med[(k, True)]
-        print(f"| every {k} ({a.reuse}) | {frac[k]:.0%} | {r:.3f} ({base / r:.2f}x) | {f:.3f} ({base / f:.2f}x) "
+        print(f"| {k} | {frac[k]:.0%} | {r:.3f} ({base / r:.2f}x) | {f:.3f} ({base / f:.2f}x) "
               f"| {f / r:.2f} | {'yes' if same[k] else 'NO'} |")
-
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Fast paths for a block whose components are reused at a step (all of them, or some).
+"""Fast path for a block whose every component is reused at a step.
 
 With every component's output served from the cache, a block still runs its own glue (norms,
 adaptive-norm modulation, gates, residual adds), and on small or CPU-bound models that glue is a
@@ -7,11 +7,6 @@ function of its input, its timestep modulation and the reused outputs alone; thi
 exactly that, with the same floating-point operations in the same order as the block's forward,
 so the result equals the hooked forward (the reference path, ``module.forward`` with the component
 hooks) bit for bit. ``tests/test_block_skip.py`` holds the two equal.
-
-A block that reuses only some of its components (BAC's and ECAD's per-component schedules make
-many) still pays the norms and modulations that feed the reused ones. Where a block type has a
-lean path, such a block runs its forward without them: the computed components get the inputs the
-forward would give them, through their hooks, so this too is bit-identical (tested).
 
 A fast path exists per block type; blocks without one (or in a configuration it does not cover)
 simply run their forward with the component hooks.
@@ -43,10 +38,6 @@ class BlockFastPath:
     # a weight ``combine`` reads: when it is not on the input's device (offloading hooks of the block have not
     # loaded it, e.g. diffusers group offloading or accelerate's sequential offload), the block runs its forward
     probe: Callable[[nn.Module], torch.Tensor] = lambda block: next(block.parameters())
-    # lean(block, hidden_states, kwargs-by-name, outputs with None for the components to compute): the block's
-    # forward without the norms and modulations that only feed reused components; None: such blocks run forward
-    lean: Combine | None = None
-    lean_needs: tuple[str, ...] = ()  # forward arguments ``lean`` reads besides ``needs``
 
 
 def _pixart_applies(block: nn.Module) -> bool:
@@ -65,40 +56,6 @@ def _pixart_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> 
         h = h.squeeze(1)
     h = a2 + h
     h = mod[5] * ff + h  # gate_mlp * ff + residual
-    return h.squeeze(1) if h.ndim == 4 else h
-
-
-def _pixart_lean(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> torch.Tensor:
-    """``BasicTransformerBlock.forward`` with ``norm_type="ada_norm_single"``: components given in ``outs`` are
-    used as they are, the others (None) run through their modules (and hooks) on the inputs the forward gives them;
-    the norm and modulation of a given component's input are skipped."""
-    a1, a2, ff = outs
-    t = kw["timestep"]
-    cak = dict(kw["cross_attention_kwargs"] or {})
-    cak.pop("gligen", None)  # blocks with a GLIGEN fuser are not covered (``_pixart_applies``)
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-        block.scale_shift_table[None] + t.reshape(x.shape[0], 6, -1)).chunk(6, dim=1)
-    if a1 is None:
-        n = block.norm1(x)
-        n = n * (1 + scale_msa) + shift_msa
-        a1 = block.attn1(n, encoder_hidden_states=None, attention_mask=kw["attention_mask"], **cak)
-    h = gate_msa * a1 + x
-    if h.ndim == 4:
-        h = h.squeeze(1)
-    if a2 is None:
-        a2 = block.attn2(h, encoder_hidden_states=kw["encoder_hidden_states"],
-                         attention_mask=kw["encoder_attention_mask"], **cak)
-    h = a2 + h
-    if ff is None:
-        n = block.norm2(h)
-        n = n * (1 + scale_mlp) + shift_mlp
-        if block._chunk_size is not None:
-            from diffusers.models.attention import _chunked_feed_forward
-
-            ff = _chunked_feed_forward(block.ff, n, block._chunk_dim, block._chunk_size)
-        else:
-            ff = block.ff(n)
-    h = gate_mlp * ff + h
     return h.squeeze(1) if h.ndim == 4 else h
 
 
@@ -124,9 +81,7 @@ def _dit_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> tor
 
 FAST_PATHS: dict[str, BlockFastPath] = {
     "pixart": BlockFastPath(("attn1", "attn2", "ff"), _pixart_applies, _pixart_combine, ("timestep",),
-                            lambda block: block.scale_shift_table, _pixart_lean,
-                            ("attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-                             "cross_attention_kwargs")),
+                            lambda block: block.scale_shift_table),
     "dit": BlockFastPath(("attn1", "ff"), _dit_applies, _dit_combine, ("timestep", "class_labels"),
                          lambda block: block.norm1.linear.weight),
 }
@@ -134,8 +89,7 @@ FAST_PATHS: dict[str, BlockFastPath] = {
 
 class BlockSkipHook(ModelHook):
     """On a block: when the run state reuses every component of the block at this step, returns the
-    block's output from the reused outputs (``BlockFastPath.combine``); when it reuses some, runs only what the
-    others need (``BlockFastPath.lean``, where the block type has one); otherwise runs the block."""
+    block's output from the reused outputs (``BlockFastPath.combine``); otherwise runs the block."""
 
     def __init__(self, state, slots: list[int], path: BlockFastPath) -> None:
         super().__init__()
@@ -146,8 +100,7 @@ class BlockSkipHook(ModelHook):
 
     def initialize_hook(self, module):
         params = list(inspect.signature(module.forward).parameters)
-        names = ("hidden_states", *self.path.needs, *self.path.lean_needs)
-        self._pos = {n: params.index(n) for n in names if n in params}
+        self._pos = {n: params.index(n) for n in ("hidden_states", *self.path.needs) if n in params}
         return module
 
     def _arg(self, name: str, args: tuple, kwargs: dict):
@@ -159,11 +112,8 @@ class BlockSkipHook(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         x = self._arg("hidden_states", args, kwargs)
         ready = isinstance(x, torch.Tensor) and self.path.probe(module).device == x.device
-        outs = self.state.lookup_block(self.slots, x, partial=self.path.lean is not None) if ready else None
-        if outs is None:
-            return self.fn_ref.original_forward(*args, **kwargs)
-        if None not in outs:
+        outs = self.state.lookup_block(self.slots, x) if ready else None
+        if outs is not None:
             kw = {n: self._arg(n, args, kwargs) for n in self.path.needs}
             return self.path.combine(module, x, kw, outs)
-        kw = {n: self._arg(n, args, kwargs) for n in (*self.path.needs, *self.path.lean_needs)}
-        return self.path.lean(module, x, kw, outs)
+        return self.fn_ref.original_forward(*args, **kwargs)

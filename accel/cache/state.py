@@ -50,7 +50,6 @@ class CallRecord:
     refreshed: list[float] = field(default_factory=list)  # per slot: sum of refreshed token shares
     partial: list[int] = field(default_factory=list)  # per slot: calls that refreshed some tokens
     fast_blocks: int = 0  # block calls served by a block fast path (all components reused)
-    lean_blocks: int = 0  # block calls that reused some components and ran only what the others need
     t_first: float | None = None
     t_last: float | None = None
     shape_key: tuple | None = None
@@ -169,32 +168,19 @@ class RunState:
         return Refresh(float(dec), hit)
 
     @torch.compiler.disable
-    def lookup_block(self, slots: list[int], x: torch.Tensor, partial: bool = False) -> list | None:
+    def lookup_block(self, slots: list[int], x: torch.Tensor) -> list | None:
         """The reused outputs of ``slots`` (all components of one block) if every one of them is reused at
-        this step with an entry stored for inputs of ``x``'s shape, else None (nothing is counted then).
-
-        With ``partial``, a block that reuses some of its components and computes the others gets a list with
-        None for each component to compute (None overall when it reuses none, or a decision is fractional)."""
+        this step with an entry stored for inputs of ``x``'s shape, else None (nothing is counted then)."""
         if self.measuring or self._row is None or not self.fast_blocks:
             return None
-        reuse = []
         for slot in slots:
             b, c, _ = self.slots[slot]
             dec = self._row[b][c]
             hit = self._store[slot].get(self._branch)
-            if dec is True or dec >= 1 or hit is None or hit[0] != x.shape:
-                reuse.append(False)  # computes (a reuse with nothing stored computes too, as in ``lookup``)
-            elif dec is False or dec <= 0:
-                reuse.append(True)
-            else:
-                return None  # a partial recompute: the component hook handles it
-        if not any(reuse) or (not all(reuse) and not partial):
-            return None
-        if all(reuse):
-            self.record.fast_blocks += 1
-        else:
-            self.record.lean_blocks += 1
-        return [self._reuse(slot, self._store[slot][self._branch]) if r else None for slot, r in zip(slots, reuse)]
+            if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
+                return None
+        self.record.fast_blocks += 1
+        return [self._reuse(slot, self._store[slot][self._branch]) for slot in slots]
 
     def _reuse(self, slot: int, hit):
         """Count a reuse of ``slot`` and return its stored output (the forecast, for taylor reuse)."""
