@@ -123,8 +123,11 @@ class ScheduleEvaluator:
         return int(self.present.sum()) * self.cfg.steps
 
     def table(self, bits: np.ndarray) -> np.ndarray:
+        """The schedule a candidate runs: step 0 always computes (a reuse with nothing stored computes at run time,
+        so a step-0 reuse bit would be counted as saved MACs that are in fact spent)."""
         t = np.ones(self.template.table.shape, dtype=bool)
         t[:, self.present] = bits.reshape(self.cfg.steps, -1).astype(bool)
+        t[0] = True
         return t
 
     def bits(self, table: np.ndarray) -> np.ndarray:
@@ -256,7 +259,8 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
 
     def score(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = [_key(x) for x in X]
-        todo = [i for i, k in enumerate(keys) if k not in cache and (~X[i]).any()]
+        reused = [int((~x.reshape(cfg.steps, -1)[1:]).sum()) for x in X]  # step 0 always computes (``table``)
+        todo = [i for i, k in enumerate(keys) if k not in cache and reused[i]]
         mine = todo[rank::world]
         results = {}
         for i in tqdm(mine, desc=f"gen {algorithm.n_gen or 0}: evaluating", leave=False, disable=not progress or rank):
@@ -279,12 +283,12 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
         F = np.zeros((len(X), 2))
         G = np.zeros((len(X), 1))
         for i, (x, k) in enumerate(zip(X, keys)):
-            if not (~x).any():  # the all-compute schedule is excluded by the constraint
+            if not reused[i]:  # the all-compute schedule is excluded by the constraint
                 F[i] = (0.0, 1.0)
                 G[i] = 1.0
                 continue
             F[i] = (cache[k]["quality_loss"], round(ev.cost(x), 6))
-            G[i] = max(1 - int((~x).sum()), F[i, 1] - cfg.max_cost)
+            G[i] = max(1 - reused[i], F[i, 1] - cfg.max_cost)
         return F, G
 
     bar = tqdm(total=cfg.generations, initial=algorithm.n_gen - 1 if algorithm.n_gen else 0, desc="ecad",

@@ -124,3 +124,26 @@ def test_max_cost_keeps_the_front_below_it(tmp_path):
     free = run_ecad(pipe, [call], tmp_path / "free", ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity",
                                                                 seed_intervals=(2,)), call_kwargs=ck, progress=False)
     assert any(f["macs_fraction"] > 0.6 for f in free.front)  # without the bound the front reaches above it
+
+
+def test_macs_fraction_is_what_the_run_computes():
+    """The search's MACs objective equals the component MACs accel.stats measures for the same schedule, also when
+    the candidate reuses at step 0 (nothing is stored yet: it computes, and the objective counts it)."""
+    import numpy as np
+    import torch
+
+    import accel
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator
+
+    pipe, call, ck = _tiny_pixart_call()
+    ev = ScheduleEvaluator(pipe, [call], ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity"), ck)
+    bits = np.random.default_rng(0).random(ev.n_var) < 0.5
+    bits[: ev.n_var // 4] = False  # every component "reused" at step 0
+    accel.apply(pipe, cache=ev.schedule(bits))
+    pipe(**call, **ck, num_inference_steps=4, guidance_scale=4.5, output_type="pt",
+         generator=torch.Generator().manual_seed(0))
+    st = accel.stats(pipe)
+    accel.remove(pipe)
+    measured = sum(c.computed * c.macs for c in st.components) / sum((c.computed + c.reused) * c.macs
+                                                                      for c in st.components)
+    assert ev.macs_fraction(bits) == pytest.approx(measured, rel=1e-9) and ev.table(bits)[0].all()
