@@ -63,6 +63,10 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     assert stack["macs_per_image"] < 0.95 * plain["macs_per_image"] * 3 / 6
     assert [p["kind"] for p in stack["config"]["parts"]] == ["solver", "uniform", "apg"]
     assert plain["latency_samples"] == stack["latency_samples"] == 3  # interleaved timing rounds (the default)
+    assert plain["speedup_denoise_rounds"] == [1.0] * 3 and len(stack["speedup_denoise_rounds"]) == 3
+    assert min(stack["speedup_denoise_rounds"]) <= stack["speedup_denoise"] * 1.0001  # the median ratio lies in the
+    assert max(stack["speedup_denoise_rounds"]) >= stack["speedup_denoise"] * 0.9999  # per-round range
+    assert "in each timing round" in (tmp_path / "results.md").read_text()
     full = {r["method"]: r for r in res["full_size"]}
     assert full["plain"]["speedup_denoise"] == pytest.approx(1.0)
     assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["latency_denoise"] > 0

@@ -5,6 +5,7 @@ It only drives pipelines and metrics; all method logic lives in the rows (``rows
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 from contextlib import contextmanager
@@ -170,9 +171,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     if rank > 0:
         return []
     if cfg.timing_rounds > 0 and not cfg.quality_only and world == 1:
-        for r, (e2e, dn) in zip(results, interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch])):
+        timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch])
+        plain_dn = timed[0][1]
+        for r, (e2e, dn) in zip(results, timed):
             r["latency_e2e"], r["latency_denoise"] = statistics.median(e2e), statistics.median(dn)
             r["latency_samples"] = len(dn)
+            # the plain row's time over this row's, round by round (the same round: the same state of the machine)
+            r["speedup_denoise_rounds"] = [p / d if d else None for p, d in zip(plain_dn, dn)]
     base = results[0]
     for r in results:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
@@ -201,12 +206,16 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
 def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> list[tuple[list, list]]:
     """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
     row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
-    on all rows alike and the speed-ups are ratios taken side by side. Rows that calibrate on attach keep their
-    first calibration (see ``rows.py``)."""
+    on all rows alike and the speed-ups are ratios taken side by side. Each pass visits the rows in its own
+    order (shuffled with ``cfg.seed``), so no row always follows the same neighbour. Rows that calibrate on
+    attach keep their first calibration (see ``rows.py``)."""
     times: list[tuple[list, list]] = [([], []) for _ in rows]
     bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row")
+    order = list(range(len(rows)))
+    rng = random.Random(cfg.seed)
     for _ in range(cfg.timing_rounds):
-        for row, (e2e, dn) in zip(rows, times):
+        rng.shuffle(order)
+        for row, (e2e, dn) in ((rows[i], times[i]) for i in order):
             row.attach(pipe, cfg)
             try:
                 with _timing(pipe) as timer:
@@ -325,6 +334,10 @@ def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> 
             cells += [f"{r['latency_denoise']:.4f}", _f(r["speedup_denoise"], "{:.2f}x"), f"{r['latency_e2e']:.4f}",
                       f"{r['speedup_e2e']:.2f}x"]
         cols += "| " + " | ".join(cells) + " |\n"
+    spread = [(r["label"], [x for x in r.get("speedup_denoise_rounds") or [] if x]) for r in results[1:]]
+    if not quality_only and spread and all(len(x) >= 3 for _, x in spread):
+        cols += ("\nDenoise speed-up in each timing round (plain / row in the same round), min-max: "
+                 + "; ".join(f"{label} {min(x):.2f}-{max(x):.2f}x" for label, x in spread) + ".\n")
     for sk in meta.get("skipped", []):
         cols += f"\nSkipped `{sk['method']}`: {sk['reason']}\n"
     return head + cols
