@@ -77,5 +77,6 @@ def main() -> None:
         print(f"| {k} | {frac[k]:.0%} | {r:.3f} ({base / r:.2f}x) | {f:.3f} ({base / f:.2f}x) "
               f"| {f / r:.2f} | {'yes' if same[k] else 'NO'} |")
 
+
 if __name__ == "__main__":
     main()

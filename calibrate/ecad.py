@@ -6,7 +6,8 @@ pipeline plus 1 - SSIM to the uncached images), F2 = the schedule's static compo
 to all-compute (``cost="latency"``, an accel option: the denoising time predicted by BAC's latency model,
 which also charges each block run a step, so schedules the block fast path serves cost less; measured once
 per run and kept in ``latency_model.json``). Constraint: at least one reuse (Hamming distance to
-all-compute >= 1).
+all-compute >= 1; step 0 always computes, so reuse bits there do not count), and with ``max_cost`` (an
+accel option) a cost at most that bound.
 
 Resumable: every evaluated candidate is appended to ``candidates.jsonl`` at once and the pymoo
 algorithm is pickled after every generation, so a run killed at any moment and started again with
@@ -259,7 +260,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
 
     def score(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = [_key(x) for x in X]
-        reused = [int((~x.reshape(cfg.steps, -1)[1:]).sum()) for x in X]  # step 0 always computes (``table``)
+        reused = [int((~ev.table(x)).sum()) for x in X]  # reuses the run makes (``table``: step 0 computes)
         todo = [i for i, k in enumerate(keys) if k not in cache and reused[i]]
         mine = todo[rank::world]
         results = {}

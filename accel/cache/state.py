@@ -173,14 +173,16 @@ class RunState:
         this step with an entry stored for inputs of ``x``'s shape, else None (nothing is counted then)."""
         if self.measuring or self._row is None or not self.fast_blocks:
             return None
+        hits = []
         for slot in slots:
             b, c, _ = self.slots[slot]
             dec = self._row[b][c]
             hit = self._store[slot].get(self._branch)
             if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
                 return None
+            hits.append(hit)
         self.record.fast_blocks += 1
-        return [self._reuse(slot, self._store[slot][self._branch]) for slot in slots]
+        return [self._reuse(slot, hit) for slot, hit in zip(slots, hits)]
 
     def _reuse(self, slot: int, hit):
         """Count a reuse of ``slot`` and return its stored output (the forecast, for taylor reuse)."""
