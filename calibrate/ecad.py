@@ -89,6 +89,9 @@ class ECADConfig:
             raise ValueError(f"max_cost is a fraction in (0, 1], not {self.max_cost}")
         if self.pop_size < 4 or self.generations < 1:
             raise ValueError("pop_size >= 4 and generations >= 1")
+        missing = [p for p in self.seed_schedules if not Path(p).is_file()]
+        if missing:  # checked before any work: a typo must not cost the reference images
+            raise ValueError(f"seed schedule not found: {', '.join(missing)}")
 
 
 def _key(bits: np.ndarray) -> str:

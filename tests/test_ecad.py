@@ -117,6 +117,8 @@ def test_max_cost_keeps_the_front_below_it(tmp_path):
 
     with pytest.raises(ValueError, match="max_cost"):
         ECADConfig(max_cost=0.0)
+    with pytest.raises(ValueError, match="seed schedule not found: nope.json"):
+        ECADConfig(seed_schedules=("nope.json",))
     pipe, call, ck = _tiny_pixart_call()
     cfg = ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity", seed_intervals=(2,), max_cost=0.6)
     res = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
