@@ -96,6 +96,21 @@ class CacheSchedule:
                         **kw)
 
     @classmethod
+    def at_steps(cls, pipe, num_inference_steps: int, compute_steps, reuse: str = "hold", **kw) -> "CacheSchedule":
+        """Every component computed at the listed steps (0-based) and reused at the others.
+
+        Step 0 must be listed (nothing is stored before it). Diffusers' TaylorSeer with warm-up 3 and
+        interval 6 computes steps 0, 1, 2, 4, 10, 16 of 20: ``at_steps(pipe, 20, [0, 1, 2, 4, 10, 16],
+        reuse="taylor")`` runs the same computation through accel's cache.
+        """
+        idx = sorted({int(i) for i in compute_steps})
+        if not idx or idx[0] != 0 or idx[-1] >= num_inference_steps:
+            raise ValueError(f"compute_steps must include step 0 and lie in [0, {num_inference_steps}), got {idx}")
+        on = np.zeros(num_inference_steps, bool)
+        on[idx] = True
+        return cls._for(pipe, on[:, None, None], method=f"steps({','.join(map(str, idx))})", reuse=reuse, **kw)
+
+    @classmethod
     def _for(cls, pipe, steps_on: np.ndarray, method: str, resolution: tuple[int, int] | None = None,
              reuse: str = "hold", **metadata) -> "CacheSchedule":
         _, den = find_denoiser(pipe)

@@ -9,16 +9,30 @@ from .registry import CalibrationMethod, register
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=int, default=2, help="recompute every K steps")
     p.add_argument("--warmup", type=int, default=0, help="steps that always compute at the start")
+    p.add_argument("--compute-steps", help="instead of --interval: the steps that compute, e.g. 0,1,2,4,10,16 "
+                                           "(diffusers' TaylorSeer, warm-up 3, interval 6, at 20 steps)")
+    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
+                   help="what reused outputs return: hold, or taylor (first-order forecast)")
 
 
 def _run(a: argparse.Namespace) -> None:
     import accel
-    from accel.cli import _load
+    from accel.cli import CLIError, _load
 
+    try:
+        steps = [int(i) for i in a.compute_steps.split(",")] if a.compute_steps else None
+    except ValueError:
+        raise CLIError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
     pipe = _load(a.pipeline)
-    sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=a.warmup)
+    try:
+        if steps is not None:
+            sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=a.reuse)
+        else:
+            sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=a.warmup, reuse=a.reuse)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     path = sched.save(a.out)
-    print(f"uniform schedule (interval {a.interval}, {sched.compute_fraction():.0%} computed) -> {path}")
+    print(f"{sched.method} schedule ({sched.compute_fraction():.0%} computed, reuse {sched.reuse}) -> {path}")
 
 
 register(CalibrationMethod("uniform", "static schedule: recompute every K steps", _args, _run))

@@ -102,3 +102,28 @@ def test_taylor_reuse_extrapolates_the_last_two_computed_outputs(tmp_path):
     for k in (3, 5):  # steps k-1 and k-3 computed: last + (1/2)(last - previous)
         torch.testing.assert_close(seen[k], seen[k - 1] + 0.5 * (seen[k - 1] - seen[k - 3]))
         assert not torch.equal(seen[k], seen[k - 1])
+
+
+def test_at_steps_with_taylor_reuse_reproduces_diffusers_taylorseer():
+    """TaylorSeer (warm-up 3, interval 2, order 1) computes steps 0, 1, 2, 4, 6 of 8 and forecasts the rest to
+    first order from the last two computed outputs: accel's at_steps schedule with taylor reuse gives its images."""
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    with pytest.raises(ValueError, match="must include step 0"):
+        accel.CacheSchedule.at_steps(tiny_pixart(), 8, [1, 4])
+    outs = {}
+    for kind in ("accel", "diffusers", "plain"):
+        pipe = tiny_pixart()
+        pipe.set_progress_bar_config(disable=True)
+        if kind == "accel":
+            accel.apply(pipe, cache=accel.CacheSchedule.at_steps(pipe, 8, [0, 1, 2, 4, 6], reuse="taylor"))
+        elif kind == "diffusers":
+            ids = [rf"transformer_blocks\.\d+\.{c}" for c in ("attn1", "attn2", "ff")]
+            apply_taylorseer_cache(pipe.transformer, TaylorSeerCacheConfig(
+                cache_interval=2, disable_cache_before_step=3, max_order=1, taylor_factors_dtype=torch.float32,
+                cache_identifiers=ids))
+            _set_cache_context(pipe.transformer, CacheContext("cond"))  # PixArt's pipeline sets none
+        outs[kind] = images(pipe, **{**pixart_inputs(steps=8), "output_type": "latent"})
+    torch.testing.assert_close(outs["accel"], outs["diffusers"], rtol=0, atol=1e-5)
+    assert (outs["accel"] - outs["plain"]).abs().max() > 1e-3  # the forecasts are not the computed outputs
