@@ -334,11 +334,14 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
                         guidance_method=cfg.guidance_method).save(out / name)
     if rank == 0:
         seeds = []
-        for k in cfg.seed_intervals:
-            bits = ev.bits(accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k).table)
+        tables = [(f"uniform {k}", accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k).table) for k in cfg.seed_intervals]
+        tables += [(Path(p).stem, accel.CacheSchedule.load(p).resampled(cfg.steps, warn=False).table)
+                   for p in cfg.seed_schedules if Path(p).is_file()]
+        for label, table in tables:
+            bits = ev.bits(table)
             rec = cache.get(_key(bits))
-            if rec is not None:
-                seeds.append({"label": f"uniform {k}", "macs_fraction": rec["macs_fraction"],
+            if rec is not None:  # seeds beyond the population size were never evaluated
+                seeds.append({"label": label, "macs_fraction": rec["macs_fraction"],
                               "quality_loss": rec["quality_loss"], "cost": round(ev.cost(bits), 6)})
         (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "processes": world, "front": front,
                                                   "seeds": seeds}, indent=1))

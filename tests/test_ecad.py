@@ -112,7 +112,9 @@ def test_latency_cost_is_timed_once_per_run_and_kept(tmp_path):
 
 
 def test_max_cost_keeps_the_front_below_it(tmp_path):
-    """max_cost: schedules above the cost bound are infeasible, so every front point is at or below it."""
+    """max_cost: schedules above the cost bound are infeasible, so every front point is at or below it; file seeds
+    are listed (and plotted) beside the uniform ones."""
+    import accel
     from accel.calibrate.ecad import ECADConfig, run_ecad
 
     with pytest.raises(ValueError, match="max_cost"):
@@ -123,9 +125,13 @@ def test_max_cost_keeps_the_front_below_it(tmp_path):
     cfg = ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity", seed_intervals=(2,), max_cost=0.6)
     res = run_ecad(pipe, [call], tmp_path, cfg, call_kwargs=ck, progress=False)
     assert res.front and all(f["macs_fraction"] <= 0.6 for f in res.front)
+    seed = accel.CacheSchedule.at_steps(pipe, 4, [0, 2, 3]).save(tmp_path / "my_seed.json")
     free = run_ecad(pipe, [call], tmp_path / "free", ECADConfig(steps=4, pop_size=6, generations=2, quality="fidelity",
-                                                                seed_intervals=(2,)), call_kwargs=ck, progress=False)
+                                                                seed_intervals=(2,), seed_schedules=(str(seed),)),
+                    call_kwargs=ck, progress=False)
     assert any(f["macs_fraction"] > 0.6 for f in free.front)  # without the bound the front reaches above it
+    seeds = json.loads((tmp_path / "free" / "index.json").read_text())["seeds"]
+    assert [s["label"] for s in seeds] == ["uniform 2", "my_seed"]  # file seeds are plotted too, by file name
 
 
 def test_macs_fraction_is_what_the_run_computes():
