@@ -360,10 +360,15 @@ def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold",
     ax.plot([f[key] for f in front], [f["quality_loss"] for f in front], "o-", label="ECAD front")
     ax.set_xlabel("predicted denoising time (fraction)" if cost == "latency" else "component MACs computed (fraction)")
     ax.set_ylabel("quality loss (lower is better)")
+    files = False
     for s in seeds:
         x = s.get("cost", s["macs_fraction"]) if cost == "latency" else s["macs_fraction"]
-        ax.scatter(x, s["quality_loss"], marker="x", color="tab:red")
-        ax.annotate(s["label"], (x, s["quality_loss"]), fontsize=7)
+        if s["label"].startswith("uniform "):
+            ax.scatter(x, s["quality_loss"], marker="x", color="tab:red")
+            ax.annotate(s["label"], (x, s["quality_loss"]), fontsize=7)
+        else:  # seed files: one legend entry, their names are in index.json (labels would pile up)
+            ax.scatter(x, s["quality_loss"], marker="+", color="tab:gray", label=None if files else "seed files")
+            files = True
     ax.set_title("ECAD Pareto front vs seed schedules (x)" + (f", {reuse} reuse" if reuse != "hold" else ""))
     ax.legend()
     fig.tight_layout()
