@@ -27,6 +27,14 @@ def test_calibrate_uniform_on_a_local_pipeline_folder(tmp_path, capsys):
                  "--interval", "4", "--out", str(out)]) == 0
     d = json.loads(out.read_text())
     assert d["num_inference_steps"] == 8 and d["family"] == "pixart" and d["table"][4][0] == "111"
+    steps = tmp_path / "steps.json"  # a step pattern (TaylorSeer's, warm-up 3, interval 3) with forecast reuse
+    assert main(["calibrate", "--method", "uniform", "--pipeline", str(tmp_path / "pipe"), "--steps", "8",
+                 "--compute-steps", "0,1,2,4,7", "--reuse", "taylor", "--out", str(steps)]) == 0
+    d = json.loads(steps.read_text())
+    assert d["reuse"] == "taylor" and [r[0] == "111" for r in d["table"]] == [1, 1, 1, 0, 1, 0, 0, 1]
+    assert main(["calibrate", "--method", "uniform", "--pipeline", str(tmp_path / "pipe"), "--steps", "8",
+                 "--compute-steps", "2,4", "--out", str(steps)]) == 2
+    assert "must include step 0" in capsys.readouterr().err
 
 
 def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
