@@ -2,7 +2,8 @@
 
 Genome: the boolean schedule [step, block, component] (True = compute). Objectives, both minimised:
 F1 = quality loss on the calibration prompts (default ``fd_domain`` relative to the uncached
-pipeline plus 1 - SSIM to the uncached images), F2 = the schedule's static component MACs relative
+pipeline plus 1 - SSIM to the uncached images; ``alignment``, an accel option, adds the prompted class's
+classifier probability lost against the uncached images), F2 = the schedule's static component MACs relative
 to all-compute (``cost="latency"``, an accel option: the denoising time predicted by BAC's latency model,
 which also charges each block run a step, so schedules the block fast path serves cost less; measured once
 per run and kept in ``latency_model.json``). Constraint: at least one reuse (Hamming distance to
@@ -40,6 +41,9 @@ import accel
 from accel.pipelines.families import find_denoiser, fingerprint, layout_of
 
 
+QUALITY_TERMS = ("fd_domain", "fidelity", "alignment")  # the terms a quality objective sums
+
+
 @dataclass(frozen=True)
 class ECADConfig:
     """Search settings; the defaults are the paper's (pop 72, 4-point crossover 0.9, bit flip 0.05, seed 0)."""
@@ -52,7 +56,7 @@ class ECADConfig:
     crossover_points: int = 4
     mutation_prob: float = 0.05
     seed: int = 0
-    quality: str = "fd_domain+fidelity"  # or "fd_domain", "fidelity"
+    quality: str = "fd_domain+fidelity"  # "+"-joined terms of QUALITY_TERMS
     seed_intervals: tuple[int, ...] = (2, 3, 4, 5)  # uniform schedules put in the first population
     seed_schedules: tuple[str, ...] = ()  # schedule files (e.g. BAC) put in the first population
     spread_init: bool = True  # random members at densities 0.3-0.95 (False: all at 0.5, the paper's init)
@@ -80,8 +84,9 @@ class ECADConfig:
         return call_scale(guidance_from_spec(self.guidance_method)) if self.guidance_method else self.guidance
 
     def __post_init__(self) -> None:
-        if self.quality not in ("fd_domain+fidelity", "fd_domain", "fidelity"):
-            raise ValueError(f"unknown quality objective {self.quality!r}")
+        terms = self.quality.split("+")
+        if not terms or any(t not in QUALITY_TERMS for t in terms) or len(set(terms)) != len(terms):
+            raise ValueError(f"unknown quality objective {self.quality!r}: '+'-joined terms of {', '.join(QUALITY_TERMS)}")
         accel.schedule.check_reuse(self.reuse)
         if self.cost not in ("macs", "latency"):
             raise ValueError(f"cost must be 'macs' or 'latency', not {self.cost!r}")
@@ -121,6 +126,8 @@ class ScheduleEvaluator:
         self.comp_macs = [c.macs for c in st.components]  # per cache slot, for the latency model
         self.latency = None  # a calibrate.bac.LatencyModel when cfg.cost == "latency"
         self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.quality else None
+        self.labels = self._labels() if "alignment" in cfg.quality.split("+") else None
+        self.ref_prob = self._prob(self.ref) if self.labels is not None else None
 
     @property
     def n_var(self) -> int:
@@ -155,6 +162,21 @@ class ScheduleEvaluator:
 
         return fd_domain(images)
 
+    def _labels(self) -> torch.Tensor:
+        from accel.pipelines.data import label_of_prompt
+
+        prompts = [p for call in self.calls for p in ([call["prompt"]] if isinstance(call.get("prompt"), str)
+                                                      else call.get("prompt") or [])]
+        labels = [label_of_prompt(p) for p in prompts]
+        if not labels or None in labels:
+            raise ValueError("the alignment term needs calibration prompts that each name a reference class")
+        return torch.tensor(labels)
+
+    def _prob(self, images: torch.Tensor) -> float:
+        from accel.metrics import class_probability
+
+        return class_probability(images, self.labels)
+
     def macs_fraction(self, bits: np.ndarray) -> float:
         t = self.table(bits)
         return float((t * self.slot_macs).sum() / (self.cfg.steps * self.slot_macs.sum()))
@@ -182,6 +204,9 @@ class ScheduleEvaluator:
             loss += m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0
         if "fidelity" in self.cfg.quality:
             loss += 1.0 - m["ssim"]
+        if self.labels is not None:  # an accel option: the prompted class's probability lost against the uncached
+            m["class_probability"] = self._prob(imgs)
+            loss += self.ref_prob - m["class_probability"]
         m["quality_loss"] = round(float(loss), 6)  # rounded: fronts must not depend on the last float bits
         return m
 
@@ -402,7 +427,10 @@ def _cli_args(p) -> None:
     p.add_argument("--generations", type=int, default=50)
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--mutation-prob", type=float, default=0.05)
-    p.add_argument("--quality", default="fd_domain+fidelity", choices=("fd_domain+fidelity", "fd_domain", "fidelity"))
+    p.add_argument("--quality", default="fd_domain+fidelity",
+                   help="'+'-joined terms: fd_domain (relative to the uncached), fidelity (1 - SSIM to the uncached), "
+                        "alignment (an accel option: the prompted class's classifier probability lost against the "
+                        "uncached; prompts must name a reference class)")
     p.add_argument("--seed-schedule", action="append", default=[], help="a schedule JSON (e.g. BAC) for the first population")
     p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
                                     "--steps is then its NFE")

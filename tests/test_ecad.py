@@ -155,3 +155,28 @@ def test_macs_fraction_is_what_the_run_computes():
     measured = sum(c.computed * c.macs for c in st.components) / sum((c.computed + c.reused) * c.macs
                                                                       for c in st.components)
     assert ev.macs_fraction(bits) == pytest.approx(measured, rel=1e-9) and ev.table(bits)[0].all()
+
+
+def test_alignment_term_is_the_class_probability_lost():
+    """quality "fidelity+alignment": the loss is 1 - SSIM plus the prompted class's classifier probability lost
+    against the uncached images; prompts that name no reference class are refused."""
+    import numpy as np
+
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator
+    from accel.metrics import class_probability, ssim
+
+    sys.path.insert(0, str(RUN.parent))
+    from tiny import tiny_text_pixart_flow
+
+    with pytest.raises(ValueError, match="unknown quality objective"):
+        ECADConfig(quality="fd_domain+beauty")
+    pipe = tiny_text_pixart_flow()
+    cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity+alignment")
+    with pytest.raises(ValueError, match="name a reference class"):
+        ScheduleEvaluator(pipe, [{"prompt": ["a photo of a cat"]}], cfg)
+    ev = ScheduleEvaluator(pipe, [{"prompt": ["a photo of a sneaker", "a photo of a dress"]}], cfg)
+    assert ev.labels.tolist() == [7, 3] and ev.ref_prob == pytest.approx(class_probability(ev.ref, [7, 3]))
+    bits = np.zeros(ev.n_var, bool)  # reuse everything after step 0
+    m = ev.evaluate(bits)
+    assert m["quality_loss"] == pytest.approx(1 - m["ssim"] + ev.ref_prob - m["class_probability"], abs=2e-6)
+    assert m["ssim"] < 1 and "fd_domain" not in m

@@ -66,6 +66,11 @@ def test_domain_classifier_recognises_real_test_images_and_fd_is_small_for_real_
     x, y = load_fashion_mnist("test")
     imgs = (x[:1000] + 1) / 2
     assert alignment(imgs, y[:1000]) > 0.9
+    from accel.metrics import class_probability
+
+    p = class_probability(imgs, y[:1000])  # the prompted class's mean softmax probability, continuous
+    wrong = class_probability(imgs, (y[:1000] + 1) % 10)
+    assert 0.8 < p <= 1.0 and wrong < 0.1
     real = fd_domain(imgs)
     noisy = fd_domain((imgs + 0.3 * torch.randn(imgs.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1))
     assert real < noisy

@@ -70,6 +70,11 @@ def domain_features(images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 
 @torch.no_grad()
-def domain_predict(images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+def domain_logits(images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The Fashion-MNIST classifier's class logits."""
     net = domain_classifier()
-    return torch.cat([net(_to_domain_input(x)).argmax(1) for x in _batches(images, batch)])
+    return torch.cat([net(_to_domain_input(x)) for x in _batches(images, batch)])
+
+
+def domain_predict(images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return domain_logits(images, batch).argmax(1)

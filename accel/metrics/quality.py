@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..pipelines.components import WEIGHTS_DIR
-from .features import domain_features, domain_predict, effnet_features
+from .features import domain_features, domain_logits, domain_predict, effnet_features
 from .frechet import FeatureStats, frechet_between
 
 REF_STATS = {
@@ -47,6 +47,13 @@ def alignment(images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
     """Share of images the domain classifier assigns to the prompted class (the CLIP-score analogue here)."""
     labels = torch.as_tensor(labels)
     return float((domain_predict(images) == labels).float().mean())
+
+
+def class_probability(images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
+    """Mean probability the domain classifier gives the prompted class: a continuous companion of ``alignment``
+    (it moves with every image, where alignment moves in steps of one image)."""
+    labels = torch.as_tensor(labels)
+    return float(domain_logits(images).softmax(1).gather(1, labels[:, None]).mean())
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
