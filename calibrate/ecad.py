@@ -83,9 +83,14 @@ class ECADConfig:
 
         return call_scale(guidance_from_spec(self.guidance_method)) if self.guidance_method else self.guidance
 
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The quality objective's terms (``quality`` split at "+")."""
+        return tuple(self.quality.split("+"))
+
     def __post_init__(self) -> None:
-        terms = self.quality.split("+")
-        if not terms or any(t not in QUALITY_TERMS for t in terms) or len(set(terms)) != len(terms):
+        terms = self.terms
+        if any(t not in QUALITY_TERMS for t in terms) or len(set(terms)) != len(terms):
             raise ValueError(f"unknown quality objective {self.quality!r}: '+'-joined terms of {', '.join(QUALITY_TERMS)}")
         accel.schedule.check_reuse(self.reuse)
         if self.cost not in ("macs", "latency"):
@@ -125,8 +130,8 @@ class ScheduleEvaluator:
         self.present = self.slot_macs > 0
         self.comp_macs = [c.macs for c in st.components]  # per cache slot, for the latency model
         self.latency = None  # a calibrate.bac.LatencyModel when cfg.cost == "latency"
-        self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.quality else None
-        self.labels = self._labels() if "alignment" in cfg.quality.split("+") else None
+        self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.terms else None
+        self.labels = self._labels() if "alignment" in cfg.terms else None
         self.ref_prob = self._prob(self.ref) if self.labels is not None else None
 
     @property
@@ -202,7 +207,7 @@ class ScheduleEvaluator:
         if self.ref_fd is not None:
             m["fd_domain"] = self._fd(imgs)
             loss += m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0
-        if "fidelity" in self.cfg.quality:
+        if "fidelity" in self.cfg.terms:
             loss += 1.0 - m["ssim"]
         if self.labels is not None:  # an accel option: the prompted class's probability lost against the uncached
             m["class_probability"] = self._prob(imgs)
@@ -211,15 +216,16 @@ class ScheduleEvaluator:
         return m
 
 
+def _seeds(ev: ScheduleEvaluator, cfg: ECADConfig) -> list[tuple[str, str, np.ndarray]]:
+    """(kind, label, bits) of the seed schedules, in population order: the uniform intervals, then the files."""
+    out = [("uniform", f"uniform {k}", ev.bits(accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k).table))
+           for k in cfg.seed_intervals]
+    return out + [("file", Path(p).stem, ev.bits(accel.CacheSchedule.load(p).resampled(cfg.steps, warn=False).table))
+                  for p in cfg.seed_schedules]  # ECADConfig checked that the files exist
+
+
 def _initial_population(ev: ScheduleEvaluator, cfg: ECADConfig, rng: np.random.Generator) -> np.ndarray:
-    seeds = []
-    for k in cfg.seed_intervals:
-        s = accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k)
-        seeds.append(ev.bits(s.table))
-    for path in cfg.seed_schedules:
-        s = accel.CacheSchedule.load(path).resampled(cfg.steps, warn=False)
-        seeds.append(ev.bits(s.table))
-    seeds = seeds[: cfg.pop_size]
+    seeds = [bits for _, _, bits in _seeds(ev, cfg)][: cfg.pop_size]
     # departure: random members drawn at compute densities spread over [0.3, 0.95] instead of all at 0.5,
     # so a short search also covers the low-speed-up end of the front (the paper runs ~50 generations)
     n_rand = cfg.pop_size - len(seeds)
@@ -359,14 +365,10 @@ def _write_front(algorithm, ev: ScheduleEvaluator, out: Path, cfg: ECADConfig, r
                         guidance_method=cfg.guidance_method).save(out / name)
     if rank == 0:
         seeds = []
-        tables = [(f"uniform {k}", accel.CacheSchedule.uniform(ev.pipe, cfg.steps, k).table) for k in cfg.seed_intervals]
-        tables += [(Path(p).stem, accel.CacheSchedule.load(p).resampled(cfg.steps, warn=False).table)
-                   for p in cfg.seed_schedules if Path(p).is_file()]
-        for label, table in tables:
-            bits = ev.bits(table)
+        for kind, label, bits in _seeds(ev, cfg):
             rec = cache.get(_key(bits))
             if rec is not None:  # seeds beyond the population size were never evaluated
-                seeds.append({"label": label, "macs_fraction": rec["macs_fraction"],
+                seeds.append({"kind": kind, "label": label, "macs_fraction": rec["macs_fraction"],
                               "quality_loss": rec["quality_loss"], "cost": round(ev.cost(bits), 6)})
         (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "processes": world, "front": front,
                                                   "seeds": seeds}, indent=1))
@@ -388,7 +390,7 @@ def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold",
     files = False
     for s in seeds:
         x = s.get("cost", s["macs_fraction"]) if cost == "latency" else s["macs_fraction"]
-        if s["label"].startswith("uniform "):
+        if s.get("kind", "uniform") == "uniform":
             ax.scatter(x, s["quality_loss"], marker="x", color="tab:red")
             ax.annotate(s["label"], (x, s["quality_loss"]), fontsize=7)
         else:  # seed files: one legend entry, their names are in index.json (labels would pile up)

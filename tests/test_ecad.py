@@ -163,7 +163,7 @@ def test_alignment_term_is_the_class_probability_lost():
     import numpy as np
 
     from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator
-    from accel.metrics import class_probability, ssim
+    from accel.metrics import class_probability
 
     sys.path.insert(0, str(RUN.parent))
     from tiny import tiny_text_pixart_flow
