@@ -6,7 +6,10 @@ large share of a cached step. When all components of a block are reused, the blo
 function of its input, its timestep modulation and the reused outputs alone; this module computes
 exactly that, with the same floating-point operations in the same order as the block's forward,
 so the result equals the hooked forward (the reference path, ``module.forward`` with the component
-hooks) bit for bit. ``tests/test_block_skip.py`` holds the two equal.
+hooks) bit for bit. ``tests/test_block_skip.py`` holds the two equal. The combines work in place where
+that is exact (the same products and sums, commuted, which IEEE arithmetic leaves bit for bit
+unchanged), into tensors of their own or forecasts made for them: a cached step is mostly such
+elementwise operations, and on CPU the activation-sized temporaries cost about as much as the arithmetic.
 
 A fast path exists per block type; blocks without one (or in a configuration it does not cover)
 simply run their forward with the component hooks.
@@ -23,8 +26,26 @@ from torch import nn
 
 BLOCK_HOOK = "accel.block"
 
-# combine(block, hidden_states, kwargs-by-name, reused outputs in component order) -> block output
-Combine = Callable[[nn.Module, torch.Tensor, dict, list], torch.Tensor]
+# combine(block, hidden_states, kwargs-by-name, reused outputs in component order, fresh) -> block output;
+# ``fresh[i]``: output i is a new tensor (a forecast) that combine may overwrite, not the cache's own entry
+Combine = Callable[[nn.Module, torch.Tensor, dict, list, list], torch.Tensor]
+
+
+def _into(big: torch.Tensor, small: torch.Tensor) -> bool:
+    """Whether ``big op small`` has ``big``'s shape and dtype (so it can be written into ``big``)."""
+    if small.ndim > big.ndim or torch.result_type(big, small) != big.dtype:
+        return False
+    return all(s == 1 or s == b for s, b in zip(reversed(small.shape), reversed(big.shape)))
+
+
+def _gate(gate: torch.Tensor, out: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """``gate * out``, written into ``out`` when it is fresh and the product fits it."""
+    return out.mul_(gate) if fresh and _into(out, gate) else gate * out
+
+
+def _add(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``h + y``, written into ``h`` (a tensor of the combine's own) when the sum fits it."""
+    return h.add_(y) if _into(h, y) else h + y
 
 
 @dataclass(frozen=True)
@@ -46,16 +67,16 @@ def _pixart_applies(block: nn.Module) -> bool:
             and not hasattr(block, "fuser"))
 
 
-def _pixart_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> torch.Tensor:
+def _pixart_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list, fresh: list) -> torch.Tensor:
     """``BasicTransformerBlock.forward`` with ``norm_type="ada_norm_single"`` (PixArt), components given."""
     a1, a2, ff = outs
     t = kw["timestep"]
     mod = (block.scale_shift_table[None] + t.reshape(x.shape[0], 6, -1)).chunk(6, dim=1)
-    h = mod[2] * a1 + x  # gate_msa * attn1 + residual
+    h = _add(_gate(mod[2], a1, fresh[0]), x)  # gate_msa * attn1 + residual
     if h.ndim == 4:
         h = h.squeeze(1)
-    h = a2 + h
-    h = mod[5] * ff + h  # gate_mlp * ff + residual
+    h = _add(h, a2)
+    h = _add(h, _gate(mod[5], ff, fresh[2]))  # gate_mlp * ff + residual
     return h.squeeze(1) if h.ndim == 4 else h
 
 
@@ -65,17 +86,17 @@ def _dit_applies(block: nn.Module) -> bool:
             and not hasattr(block, "fuser") and getattr(block.norm1, "emb", None) is not None)
 
 
-def _dit_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list) -> torch.Tensor:
+def _dit_combine(block: nn.Module, x: torch.Tensor, kw: dict, outs: list, fresh: list) -> torch.Tensor:
     """``BasicTransformerBlock.forward`` with ``norm_type="ada_norm_zero"`` (DiT), components given: the gates
     still need the block's own timestep and class embedding (``AdaLayerNormZero``), the norms do not run."""
     a1, ff = outs
     n1 = block.norm1
     emb = n1.linear(n1.silu(n1.emb(kw["timestep"], kw["class_labels"], hidden_dtype=x.dtype)))
     gates = emb.chunk(6, dim=1)
-    h = gates[2].unsqueeze(1) * a1 + x  # gate_msa * attn1 + residual
+    h = _add(_gate(gates[2].unsqueeze(1), a1, fresh[0]), x)  # gate_msa * attn1 + residual
     if h.ndim == 4:
         h = h.squeeze(1)
-    h = gates[5].unsqueeze(1) * ff + h  # gate_mlp * ff + residual
+    h = _add(h, _gate(gates[5].unsqueeze(1), ff, fresh[1]))  # gate_mlp * ff + residual
     return h.squeeze(1) if h.ndim == 4 else h
 
 
@@ -112,8 +133,9 @@ class BlockSkipHook(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         x = self._arg("hidden_states", args, kwargs)
         ready = isinstance(x, torch.Tensor) and self.path.probe(module).device == x.device
-        outs = self.state.lookup_block(self.slots, x) if ready else None
-        if outs is not None:
+        found = self.state.lookup_block(self.slots, x) if ready else None
+        if found is not None:
+            outs, fresh = found
             kw = {n: self._arg(n, args, kwargs) for n in self.path.needs}
-            return self.path.combine(module, x, kw, outs)
+            return self.path.combine(module, x, kw, outs, fresh)
         return self.fn_ref.original_forward(*args, **kwargs)

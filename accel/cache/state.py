@@ -168,29 +168,37 @@ class RunState:
         return Refresh(float(dec), hit)
 
     @torch.compiler.disable
-    def lookup_block(self, slots: list[int], x: torch.Tensor) -> list | None:
-        """The reused outputs of ``slots`` (all components of one block) if every one of them is reused at
-        this step with an entry stored for inputs of ``x``'s shape, else None (nothing is counted then)."""
+    def lookup_block(self, slots: list[int], x: torch.Tensor) -> tuple[list, list[bool]] | None:
+        """The reused outputs of ``slots`` (all components of one block) and, per output, whether it is a new
+        tensor (a forecast) the caller may overwrite, if every one of them is reused at this step with an
+        entry stored for inputs of ``x``'s shape; else None (nothing is counted then)."""
         if self.measuring or self._row is None or not self.fast_blocks:
             return None
-        hits = []
+        row, branch, hits = self._row, self._branch, []
         for slot in slots:
             b, c, _ = self.slots[slot]
-            dec = self._row[b][c]
-            hit = self._store[slot].get(self._branch)
+            dec = row[b][c]
+            hit = self._store[slot].get(branch)
             if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
                 return None
             hits.append(hit)
         self.record.fast_blocks += 1
-        return [self._reuse(slot, hit) for slot, hit in zip(slots, hits)]
+        found = [self._forecast(slot, hit) for slot, hit in zip(slots, hits)]
+        return [f[0] for f in found], [f[1] for f in found]
 
     def _reuse(self, slot: int, hit):
         """Count a reuse of ``slot`` and return its stored output (the forecast, for taylor reuse)."""
+        return self._forecast(slot, hit)[0]
+
+    def _forecast(self, slot: int, hit) -> tuple[Any, bool]:
+        """Count a reuse of ``slot``: its stored output (the forecast, for taylor reuse) and whether that is a
+        new tensor rather than the stored entry."""
         self.record.reused[slot] += 1
         if len(hit) == 5 and hit[3] is not None:  # taylor reuse: (shape, out, step, prev out, prev step)
             _, out, s1, prev, s0 = hit
-            return _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
-        return hit[1]
+            value = _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
+            return value, value is not out and isinstance(value, torch.Tensor)
+        return hit[1], False
 
     @torch.compiler.disable
     def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
