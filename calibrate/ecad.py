@@ -17,7 +17,9 @@ process evaluates a shard of the new candidates and the results are all-gathered
 runs the same seeded NSGA-II, so the front does not depend on the number of processes.
 
 ``reuse="taylor"`` (an accel option, not in the paper) searches schedules whose reused entries are forecast
-(``CacheSchedule.reuse``) instead of held.
+(``CacheSchedule.reuse``) instead of held. ``granularity="block"`` (an accel option) searches one gene per
+[step, block] instead of the paper's [step, block, component]: on small models a block run for one component
+costs its norms and modulations too, and a block whose every component is reused is served by the fast path.
 
 Departures: quality uses the reference metrics instead of ImageReward (no such weights offline);
 the official mutation rate p = 0.05 is read as a per-bit flip probability [unverified].
@@ -65,6 +67,9 @@ class ECADConfig:
     reuse: str = "hold"  # what reused entries return (CacheSchedule.reuse); "taylor" is an accel option
     cost: str = "macs"  # second objective: "macs" (the paper) or "latency" (predicted time, an accel option)
     max_cost: float = 1.0  # candidates whose cost exceeds it are infeasible: the search spends its population below it
+    # one gene per (step, component) (the paper) or per (step, block), all of a block's components together (an accel
+    # option: a block is then computed whole or served whole by the block fast path, never run for part of it)
+    granularity: str = "component"
 
     def apply_kwargs(self) -> dict:
         """What accel.apply gets besides the cache: the schedule is searched in the configuration it runs in."""
@@ -95,6 +100,8 @@ class ECADConfig:
         accel.schedule.check_reuse(self.reuse)
         if self.cost not in ("macs", "latency"):
             raise ValueError(f"cost must be 'macs' or 'latency', not {self.cost!r}")
+        if self.granularity not in ("component", "block"):
+            raise ValueError(f"granularity must be 'component' or 'block', not {self.granularity!r}")
         if not 0.0 < self.max_cost <= 1.0:
             raise ValueError(f"max_cost is a fraction in (0, 1], not {self.max_cost}")
         if self.pop_size < 4 or self.generations < 1:
@@ -128,6 +135,10 @@ class ScheduleEvaluator:
         for c in st.components:
             self.slot_macs[c.block, self.layout.component_names.index(c.component)] += c.macs
         self.present = self.slot_macs > 0
+        # the gene deciding each present slot, in the order of ``table[:, present]``: its own, or its block's
+        blocks_of_slots = np.nonzero(self.present)[0]
+        self.gene_of_slot = (np.searchsorted(np.unique(blocks_of_slots), blocks_of_slots) if cfg.granularity == "block"
+                             else np.arange(len(blocks_of_slots)))
         self.comp_macs = [c.macs for c in st.components]  # per cache slot, for the latency model
         self.latency = None  # a calibrate.bac.LatencyModel when cfg.cost == "latency"
         self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.terms else None
@@ -136,18 +147,23 @@ class ScheduleEvaluator:
 
     @property
     def n_var(self) -> int:
-        return int(self.present.sum()) * self.cfg.steps
+        return (int(self.gene_of_slot.max()) + 1 if len(self.gene_of_slot) else 0) * self.cfg.steps
 
     def table(self, bits: np.ndarray) -> np.ndarray:
         """The schedule a candidate runs: step 0 always computes (a reuse with nothing stored computes at run time,
         so a step-0 reuse bit would be counted as saved MACs that are in fact spent)."""
         t = np.ones(self.template.table.shape, dtype=bool)
-        t[:, self.present] = bits.reshape(self.cfg.steps, -1).astype(bool)
+        t[:, self.present] = bits.reshape(self.cfg.steps, -1).astype(bool)[:, self.gene_of_slot]
         t[0] = True
         return t
 
     def bits(self, table: np.ndarray) -> np.ndarray:
-        return table[:, self.present].reshape(-1)
+        """A table's genes; with block genes, a block computes where any of its components does."""
+        slots = table[:, self.present].astype(bool)
+        genes = np.zeros((table.shape[0], self.n_var // self.cfg.steps), dtype=bool)
+        for g in range(genes.shape[1]):
+            genes[:, g] = slots[:, self.gene_of_slot == g].any(axis=1)
+        return genes.reshape(-1)
 
     def schedule(self, bits: np.ndarray, **meta) -> accel.CacheSchedule:
         return accel.CacheSchedule(self.table(bits), self.layout.name, self.layout.component_names, self.fingerprint,
@@ -442,6 +458,9 @@ def _cli_args(p) -> None:
     p.add_argument("--cost", default="macs", choices=("macs", "latency"),
                    help="second objective: MACs (the paper) or the denoising time predicted by a latency model timed "
                         "once per run (an accel option; it sees the block fast path)")
+    p.add_argument("--granularity", default="component", choices=("component", "block"),
+                   help="one gene per step and component (the paper) or per step and block, its components together "
+                        "(an accel option: no block runs for part of its components)")
     p.add_argument("--max-cost", type=float, default=1.0,
                    help="search only schedules whose cost (MACs or predicted time fraction, see --cost) is at most this "
                         "(an accel option: the whole population then works on that end of the front)")
@@ -460,7 +479,7 @@ def _cli_run(a) -> None:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
-                         reuse=a.reuse, cost=a.cost, max_cost=a.max_cost)
+                         reuse=a.reuse, cost=a.cost, max_cost=a.max_cost, granularity=a.granularity)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
     except ValueError as e:

@@ -180,3 +180,29 @@ def test_alignment_term_is_the_class_probability_lost():
     m = ev.evaluate(bits)
     assert m["quality_loss"] == pytest.approx(1 - m["ssim"] + ev.ref_prob - m["class_probability"], abs=2e-6)
     assert m["ssim"] < 1 and "fd_domain" not in m
+
+
+def test_block_granularity_decides_whole_blocks():
+    """granularity="block": one gene per (step, block); every component of a block computes or reuses together, and
+    a component-level table maps to genes that compute a block wherever any of its components computes."""
+    import numpy as np
+
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator
+
+    with pytest.raises(ValueError, match="granularity"):
+        ECADConfig(granularity="layer")
+    pipe, call, ck = _tiny_pixart_call()
+    comp = ScheduleEvaluator(pipe, [call], ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity"), ck)
+    ev = ScheduleEvaluator(pipe, [call], ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity",
+                                                    granularity="block"), ck)
+    n_blocks = int(ev.present.any(axis=1).sum())
+    assert ev.n_var == 4 * n_blocks and comp.n_var == 4 * int(ev.present.sum()) > ev.n_var
+    bits = np.random.default_rng(0).random(ev.n_var) < 0.5
+    t = ev.table(bits)
+    assert (t[1:] == bits.reshape(4, n_blocks)[1:, :, None]).all()  # whole blocks, step 0 computing
+    assert np.array_equal(ev.bits(t)[n_blocks:], bits[n_blocks:])
+    part = np.ones_like(t)
+    part[2, 0, 1:] = False  # block 0 computes only its first component at step 2
+    part[3, 1, :] = False  # block 1 reuses everything at step 3
+    genes = ev.bits(part).reshape(4, n_blocks)
+    assert genes[2, 0] and not genes[3, 1] and genes.sum() == genes.size - 1
