@@ -58,7 +58,7 @@ class ECADConfig:
     crossover_points: int = 4
     mutation_prob: float = 0.05
     seed: int = 0
-    quality: str = "fd_domain+fidelity"  # "+"-joined terms of QUALITY_TERMS
+    quality: str = "fd_domain+fidelity"  # "+"-joined terms of QUALITY_TERMS, each optionally weighted: "fd_domain+5*alignment"
     seed_intervals: tuple[int, ...] = (2, 3, 4, 5)  # uniform schedules put in the first population
     seed_schedules: tuple[str, ...] = ()  # schedule files (e.g. BAC) put in the first population
     spread_init: bool = True  # random members at densities 0.3-0.95 (False: all at 0.5, the paper's init)
@@ -89,14 +89,28 @@ class ECADConfig:
         return call_scale(guidance_from_spec(self.guidance_method)) if self.guidance_method else self.guidance
 
     @property
+    def weights(self) -> dict[str, float]:
+        """The quality objective's terms and their weights (``quality`` split at "+", a term ``W*name`` weighs W)."""
+        out: dict[str, float] = {}
+        for part in self.quality.split("+"):
+            w, _, name = part.rpartition("*")
+            try:
+                weight = float(w) if w else 1.0
+            except ValueError:
+                weight = float("nan")
+            if name not in QUALITY_TERMS or name in out or not weight > 0.0 or weight == float("inf"):
+                raise ValueError(f"unknown quality objective {self.quality!r}: '+'-joined terms of "
+                                 f"{', '.join(QUALITY_TERMS)}, each optionally weighted by a positive W* (e.g. 5*alignment)")
+            out[name] = weight
+        return out
+
+    @property
     def terms(self) -> tuple[str, ...]:
-        """The quality objective's terms (``quality`` split at "+")."""
-        return tuple(self.quality.split("+"))
+        """The quality objective's term names, without their weights."""
+        return tuple(self.weights)
 
     def __post_init__(self) -> None:
-        terms = self.terms
-        if any(t not in QUALITY_TERMS for t in terms) or len(set(terms)) != len(terms):
-            raise ValueError(f"unknown quality objective {self.quality!r}: '+'-joined terms of {', '.join(QUALITY_TERMS)}")
+        self.weights  # raises on an unknown or repeated term or a bad weight
         accel.schedule.check_reuse(self.reuse)
         if self.cost not in ("macs", "latency"):
             raise ValueError(f"cost must be 'macs' or 'latency', not {self.cost!r}")
@@ -219,15 +233,16 @@ class ScheduleEvaluator:
         finally:
             accel.remove(self.pipe)
         m = {"macs_fraction": self.macs_fraction(bits), "ssim": ssim(imgs, self.ref)}
+        w = self.cfg.weights
         loss = 0.0
         if self.ref_fd is not None:
             m["fd_domain"] = self._fd(imgs)
-            loss += m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0
-        if "fidelity" in self.cfg.terms:
-            loss += 1.0 - m["ssim"]
+            loss += w["fd_domain"] * (m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0)
+        if "fidelity" in w:
+            loss += w["fidelity"] * (1.0 - m["ssim"])
         if self.labels is not None:  # an accel option: the prompted class's probability lost against the uncached
             m["class_probability"] = self._prob(imgs)
-            loss += self.ref_prob - m["class_probability"]
+            loss += w["alignment"] * (self.ref_prob - m["class_probability"])
         m["quality_loss"] = round(float(loss), 6)  # rounded: fronts must not depend on the last float bits
         return m
 
@@ -448,7 +463,8 @@ def _cli_args(p) -> None:
     p.add_argument("--quality", default="fd_domain+fidelity",
                    help="'+'-joined terms: fd_domain (relative to the uncached), fidelity (1 - SSIM to the uncached), "
                         "alignment (an accel option: the prompted class's classifier probability lost against the "
-                        "uncached; prompts must name a reference class)")
+                        "uncached; prompts must name a reference class); a term W*name is weighed W, e.g. "
+                        "fd_domain+5*alignment")
     p.add_argument("--seed-schedule", action="append", default=[], help="a schedule JSON (e.g. BAC) for the first population")
     p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
                                     "--steps is then its NFE")

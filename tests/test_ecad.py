@@ -180,6 +180,15 @@ def test_alignment_term_is_the_class_probability_lost():
     m = ev.evaluate(bits)
     assert m["quality_loss"] == pytest.approx(1 - m["ssim"] + ev.ref_prob - m["class_probability"], abs=2e-6)
     assert m["ssim"] < 1 and "fd_domain" not in m
+    # a weighted term: the same images, the lost probability counted five times
+    for bad in ("fidelity+0*alignment", "fidelity+x*alignment", "fidelity+2*fidelity", "fidelity+inf*alignment"):
+        with pytest.raises(ValueError, match="unknown quality objective"):
+            ECADConfig(quality=bad)
+    weighted = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity+5*alignment")
+    assert weighted.weights == {"fidelity": 1.0, "alignment": 5.0} and weighted.terms == ("fidelity", "alignment")
+    mw = ScheduleEvaluator(pipe, [{"prompt": ["a photo of a sneaker", "a photo of a dress"]}], weighted).evaluate(bits)
+    assert mw["class_probability"] == pytest.approx(m["class_probability"], abs=1e-6) and mw["ssim"] == pytest.approx(m["ssim"])
+    assert mw["quality_loss"] == pytest.approx(1 - m["ssim"] + 5 * (ev.ref_prob - m["class_probability"]), abs=1e-5)
 
 
 def test_block_granularity_decides_whole_blocks():
