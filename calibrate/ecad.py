@@ -97,8 +97,8 @@ class ECADConfig:
             try:
                 weight = float(w) if w else 1.0
             except ValueError:
-                weight = float("nan")
-            if name not in QUALITY_TERMS or name in out or not weight > 0.0 or weight == float("inf"):
+                weight = 0.0  # not a number: refused below with the other bad weights
+            if name not in QUALITY_TERMS or name in out or not 0.0 < weight < float("inf"):  # also refuses nan
                 raise ValueError(f"unknown quality objective {self.quality!r}: '+'-joined terms of "
                                  f"{', '.join(QUALITY_TERMS)}, each optionally weighted by a positive W* (e.g. 5*alignment)")
             out[name] = weight
