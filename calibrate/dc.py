@@ -163,7 +163,8 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
     ``"final"`` (then refined jointly on the final latent, ``refine_ratios``)."""
     if objective not in ("steps", "final"):
         raise ValueError(f"objective must be 'steps' or 'final', not {objective!r}")
-    from accel.pipelines.families import find_denoiser, fingerprint, latent_hw
+    from accel.pipelines.families import find_denoiser, latent_hw
+    from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
 
@@ -186,7 +187,7 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
             bar.set_postfix(nfe=nfe, g=g, mse=f"{mse:.4f}", unipc=f"{unipc_mse:.4f}")
             bar.update()
     bar.close()
-    return {"fingerprint": fingerprint(den), "gt_steps": gt_steps, "num_datapoints": len(prompts),
+    return {**made_for(den), "gt_steps": gt_steps, "num_datapoints": len(prompts),
             "objective": objective, "bounds": list(bounds), "searched": records, "cpr_coefficients": fit_cpr(records)}
 
 

@@ -211,8 +211,11 @@ def _cli_run(a) -> None:
     from pathlib import Path
 
     from accel.cli import CLIError, _load
-    from accel.pipelines.families import find_denoiser, fingerprint
+    import json
+
+    from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
+    from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
 
@@ -249,7 +252,9 @@ def _cli_run(a) -> None:
     lams, l, s, b = compute_ems_chunked(chunks, pipe.scheduler, a.grid_points, a.seed,
                                         path="ode" if a.data == "paths" else "noised")
     _, den = find_denoiser(pipe)
-    save_ems(a.out, lams, l, s, b, {"fingerprint": fingerprint(den), "guidance": str(a.guidance),
+    stamp = made_for(den)
+    save_ems(a.out, lams, l, s, b, {"fingerprint": stamp["fingerprint"], "weights": json.dumps(stamp["weights"]),
+                                   "guidance": str(a.guidance),
                                    "data": a.data, "num_samples": str(len(x0))})
     print(f"EMS on {len(lams)} lambda points from {len(x0)} {a.data} samples -> {a.out}")
 

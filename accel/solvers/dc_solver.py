@@ -90,12 +90,9 @@ class DCSolverScheduler(UniPCMultistepScheduler):
 
     def check_model(self, denoiser) -> None:
         """A clear error when the ratio file was calibrated on another model (``accel.apply`` calls this)."""
-        from accel.pipelines.families import fingerprint
+        from .provenance import check_made_for
 
-        made_for = (self.dc_file or {}).get("fingerprint")
-        if made_for is not None and made_for != fingerprint(denoiser):
-            raise ValueError(f"the DC ratio file {self.config.dc_path} was made for model {made_for!r}, not this one "
-                             f"({fingerprint(denoiser)!r}); run `accel calibrate --method dc` for it")
+        check_made_for(denoiser, self.dc_file or {}, f"the DC ratio file {self.config.dc_path}", "dc")
 
     def _file_ratios(self, n: int) -> list[float]:
         """Searched ratios when the file has this (NFE, guidance), else its CPR prediction."""

@@ -131,21 +131,19 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
                          time_shift_type=time_shift_type)
         self.register_to_config(final_sigmas_type="sigma_min")
         self.ems: dict[str, torch.Tensor] | None = None
-        self.ems_fingerprint: str | None = None
+        self.ems_stamp: dict = {}
         if ems_path is not None and not degenerated:
             self.ems = load_ems(ems_path)
-            self.ems_fingerprint = self.ems.pop("__fingerprint__", None)
+            self.ems_stamp = ems_stamp(ems_path)
         elif ems_path is None and not degenerated:
             raise ValueError("DPM-Solver-v3 needs empirical model statistics (ems_path, from `accel calibrate "
                              "--method ems`) or degenerated=True")
 
     def check_model(self, denoiser) -> None:
         """A clear error when the statistics were computed for another model (``accel.apply`` calls this)."""
-        from accel.pipelines.families import fingerprint
+        from .provenance import check_made_for
 
-        if self.ems_fingerprint is not None and self.ems_fingerprint != fingerprint(denoiser):
-            raise ValueError(f"the EMS file {self.config.ems_path} was made for model {self.ems_fingerprint!r}, "
-                             f"not this one ({fingerprint(denoiser)!r}); run `accel calibrate --method ems` for it")
+        check_made_for(denoiser, self.ems_stamp, f"the EMS file {self.config.ems_path}", "ems")
 
     def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
         super().set_timesteps(num_inference_steps, device, *args, **kwargs)
@@ -249,5 +247,16 @@ def load_ems(path: str | Path, fingerprint: str | None = None) -> dict[str, torc
     t = load_file(str(path))
     if np.any(np.diff(t["lambdas"].numpy()) <= 0):
         raise ValueError("EMS lambdas must increase")
-    t["__fingerprint__"] = meta.get("fingerprint")
     return t
+
+
+def ems_stamp(path: str | Path) -> dict:
+    """The model an EMS file was made for: ``{"fingerprint": ..., "weights": [...]}`` from its metadata
+    (``accel.solvers.provenance``)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    return {"fingerprint": meta.get("fingerprint"), "weights": json.loads(meta.get("weights", "[]"))}
