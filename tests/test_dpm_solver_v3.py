@@ -45,3 +45,5 @@ def test_statistics_run_with_corrector_and_third_order(tmp_path):
         accel.apply(pipe, solver=pipe.scheduler)
     with pytest.raises(ValueError, match="needs empirical model statistics"):
         DPMSolverV3Scheduler()
+    with pytest.raises(FileNotFoundError, match="accel calibrate --method ems"):
+        DPMSolverV3Scheduler(ems_path=str(tmp_path / "missing.safetensors"))

@@ -240,6 +240,8 @@ def load_ems(path: str | Path, fingerprint: str | None = None) -> dict[str, torc
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    if not Path(path).exists():
+        raise FileNotFoundError(f"EMS file {path} not found; make one with `accel calibrate --method ems`")
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
