@@ -66,7 +66,8 @@ def main() -> None:
     nfes = [int(v) for v in a.nfe.split(",")]
     gt = latents(pipe, prompts, a.gt_steps, a.guidance, a.seed, a.batch)
     gt_img = decode(pipe, gt)
-    rows = [{"solver": f"{type(pipe.scheduler).__name__} (ground truth)", "nfe": a.gt_steps, "mse": 0.0, "median_mse": 0.0,
+    rows = [{"solver": f"{type(pipe.scheduler).__name__} (ground truth)", "nfe": a.gt_steps, "mse": 0.0,
+             "median_mse": 0.0,
              "fd_domain": metrics.fd_domain(gt_img), "alignment": metrics.alignment(gt_img, labels)}]
     bar = tqdm(total=len(nfes) * len(solvers), desc="solvers")
     for nfe in nfes:
@@ -78,7 +79,8 @@ def main() -> None:
                 accel.remove(pipe)
             img = decode(pipe, lat)
             per_image = ((lat - gt) ** 2).mean((1, 2, 3))
-            rows.append({"solver": label, "nfe": nfe, "mse": float(per_image.mean()), "median_mse": float(per_image.median()),
+            rows.append({"solver": label, "nfe": nfe, "mse": float(per_image.mean()),
+                         "median_mse": float(per_image.median()),
                          "fd_domain": metrics.fd_domain(img), "alignment": metrics.alignment(img, labels)})
             bar.update()
     bar.close()

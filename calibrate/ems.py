@@ -208,11 +208,10 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
+    import json
     from pathlib import Path
 
     from accel.cli import CLIError, _load
-    import json
-
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
     from accel.solvers.provenance import made_for

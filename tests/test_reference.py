@@ -60,6 +60,7 @@ def test_shipped_solver_files_belong_to_their_reference_model(name):
     from accel.pipelines.components import WEIGHTS_DIR
 
     other = "pixart-flow" if name == "pixart-eps" else "pixart-eps"  # same architecture, other weights
-    for solver in (f"v3:{WEIGHTS_DIR}/solvers/ems-{other}.safetensors", f"dc:{WEIGHTS_DIR}/solvers/dc-{other}.json:4.5"):
+    files = WEIGHTS_DIR / "solvers"
+    for solver in (f"v3:{files}/ems-{other}.safetensors", f"dc:{files}/dc-{other}.json:4.5"):
         with pytest.raises(ValueError, match="other weights"):
             accel.apply(pipe, solver=solver)
