@@ -64,3 +64,19 @@ def test_shipped_solver_files_belong_to_their_reference_model(name):
     for solver in (f"v3:{files}/ems-{other}.safetensors", f"dc:{files}/dc-{other}.json:4.5"):
         with pytest.raises(ValueError, match="other weights"):
             accel.apply(pipe, solver=solver)
+
+
+def test_calibrate_ems_stamps_the_file_with_the_model_it_measured(tmp_path):
+    """`accel calibrate --method ems` writes the weights signature: its file is refused by the other checkpoint."""
+    if not (is_available("pixart-eps") and is_available("pixart-flow")):
+        pytest.skip("reference weights not trained yet")
+    from accel.cli import main
+
+    out = tmp_path / "ems.safetensors"
+    assert main(["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "2",
+                 "--grid-points", "4", "--batch", "2", "--out", str(out)]) == 0
+    eps, flow = load_reference("pixart-eps"), load_reference("pixart-flow")
+    accel.apply(eps, solver=f"v3:{out}")
+    accel.remove(eps)
+    with pytest.raises(ValueError, match="other weights"):
+        accel.apply(flow, solver=f"v3:{out}")

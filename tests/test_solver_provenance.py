@@ -51,3 +51,4 @@ def test_files_without_a_weights_signature_are_checked_on_the_architecture(tmp_p
     ems, _ = _files(tmp_path, {"fingerprint": "another-architecture", "weights": []})
     with pytest.raises(ValueError, match="made for model 'another-architecture'"):
         accel.apply(pipe, solver=DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path=ems))
+
