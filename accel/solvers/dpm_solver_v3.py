@@ -237,15 +237,14 @@ def save_ems(path: str | Path, lambdas: torch.Tensor, l: torch.Tensor, s: torch.
 
 def load_ems(path: str | Path, fingerprint: str | None = None) -> dict[str, torch.Tensor]:
     """EMS tensors; with ``fingerprint`` a file made for another model is a clear error."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     if not Path(path).exists():
         raise FileNotFoundError(f"EMS file {path} not found; make one with `accel calibrate --method ems`")
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
-    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
-        raise ValueError(f"EMS file {path} was made for model {meta.get('fingerprint')!r}, not {fingerprint!r}")
+    if fingerprint is not None:
+        made_for = ems_stamp(path)["fingerprint"]
+        if made_for != fingerprint:
+            raise ValueError(f"EMS file {path} was made for model {made_for!r}, not {fingerprint!r}")
     t = load_file(str(path))
     if np.any(np.diff(t["lambdas"].numpy()) <= 0):
         raise ValueError("EMS lambdas must increase")

@@ -61,7 +61,9 @@ def check_made_for(denoiser: nn.Module, stamp: dict, what: str, method: str) -> 
     if theirs is not None and theirs != fingerprint(denoiser):
         raise ValueError(f"{what} was made for model {theirs!r}, not this one ({fingerprint(denoiser)!r}); {fix}")
     weights = stamp.get("weights")
+    if not weights:
+        return
     mine = weights_signature(denoiser)
-    if weights and mine and not same_weights(weights, mine):
+    if mine and not same_weights(weights, mine):
         raise ValueError(f"{what} was made for other weights of this architecture ({theirs!r}): the statistics of "
                          f"one checkpoint do not hold for another; {fix}")
