@@ -80,3 +80,40 @@ def test_calibrate_ems_stamps_the_file_with_the_model_it_measured(tmp_path):
     accel.remove(eps)
     with pytest.raises(ValueError, match="other weights"):
         accel.apply(flow, solver=f"v3:{out}")
+
+
+def test_calibrate_ems_reduce_channel_averages_the_per_dimension_statistics(tmp_path):
+    """`--reduce channel` writes the per-dimension statistics of the same run averaged over each channel's
+    positions, records it, and the file drives DPM-Solver-v3; a reduced file cannot be reduced again."""
+    if not is_available("pixart-eps"):
+        pytest.skip("reference weights not trained yet")
+    from safetensors import safe_open
+
+    from accel.calibrate.ems import reduce_ems_file
+    from accel.cli import main
+
+    args = ["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "4",
+            "--grid-points", "4", "--batch", "4"]
+    full, chan = tmp_path / "full.safetensors", tmp_path / "chan.safetensors"
+    assert main(args + ["--out", str(full)]) == 0
+    assert main(args + ["--reduce", "channel", "--out", str(chan)]) == 0
+    with safe_open(str(full), "pt") as a, safe_open(str(chan), "pt") as b:
+        assert a.metadata()["reduce"] == "none" and b.metadata()["reduce"] == "channel"
+        assert a.metadata()["weights"] == b.metadata()["weights"]
+        for k in ("l", "s", "b"):
+            per_dim, shared = a.get_tensor(k), b.get_tensor(k)
+            assert shared.shape == per_dim.shape and not torch.equal(per_dim, shared)
+            assert torch.allclose(shared, per_dim.mean((2, 3), keepdim=True).expand_as(per_dim), atol=1e-6)
+    again = tmp_path / "again.safetensors"
+    reduce_ems_file(str(full), str(again))
+    with safe_open(str(again), "pt") as a, safe_open(str(chan), "pt") as b:
+        assert all(torch.allclose(a.get_tensor(k), b.get_tensor(k), atol=1e-6) for k in ("l", "s", "b"))
+    with pytest.raises(ValueError, match="already reduced"):
+        reduce_ems_file(str(chan), str(tmp_path / "twice.safetensors"))
+    pipe = load_reference("pixart-eps")
+    pipe.set_progress_bar_config(disable=True)
+    accel.apply(pipe, solver=f"v3:{chan}")
+    out = pipe(["a photo of a sneaker"], num_inference_steps=5, guidance_scale=4.5, output_type="latent",
+               generator=torch.Generator().manual_seed(0), **pipe.accel_defaults).images
+    accel.remove(pipe)
+    assert torch.isfinite(out).all()
