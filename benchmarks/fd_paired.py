@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.metrics.features import domain_features
-from accel.metrics.frechet import frechet_distance
-from accel.metrics.quality import _ref
+from accel.metrics.frechet import FeatureStats, frechet_distance
+from accel.metrics.quality import REF_STATS
 from accel.pipelines import load_reference
 from accel.pipelines.data import calibration_prompts, eval_prompts
 
@@ -65,7 +65,7 @@ def main() -> None:
     names = [a.target] + baselines
     feats = {(n, s): features(pipe, s, prompts, n, a.guidance, noise_seed)
              for n, s in tqdm([(n, s) for n in nfes for s in names], desc="images")}
-    ref = _ref("domain", None)
+    ref = FeatureStats.load(REF_STATS["domain"])
     point = {k: fd(f, ref) for k, f in feats.items()}
     rng = np.random.default_rng(0)
     draws = {k: [] for k in feats}
