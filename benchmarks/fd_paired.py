@@ -1,8 +1,8 @@
 """How sure is an fd_domain difference between two solvers? A paired bootstrap (not a test).
 
 Every solver runs on the same prompts and noises (the bench's: generator seed NOISE_SEED + batch index,
-batch 25). The bootstrap redraws the images with one index draw shared by all solvers, so the interval of
-a difference says how much it depends on which images were drawn; the reference statistics (the
+batch 25 by default). The bootstrap redraws the images with one index draw shared by all solvers, so the
+interval of a difference says how much it depends on which images were drawn; the reference statistics (the
 Fashion-MNIST test set) are held fixed.
 
     python benchmarks/fd_paired.py --pipeline pixart-eps --num-images 1000 --seed 0 --nfe 5,6 \
@@ -18,17 +18,19 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.metrics.features import domain_features
-from accel.metrics.frechet import FeatureStats, frechet_distance
+from accel.metrics.frechet import FeatureStats, frechet_between
 from accel.metrics.quality import REF_STATS
 from accel.pipelines import load_reference
 from accel.pipelines.data import calibration_prompts, eval_prompts
+from accel.solvers.named import with_guidance
 
 
 @torch.no_grad()
 def features(pipe, solver: str, prompts: list[str], nfe: int, guidance: float, noise_seed: int,
              batch: int = 25) -> np.ndarray:
-    """fd_domain features of the images ``solver`` makes at ``nfe`` steps, batch i seeded ``noise_seed + i``."""
-    accel.apply(pipe, solver=solver)
+    """fd_domain features of the images ``solver`` makes at ``nfe`` steps, batch i seeded ``noise_seed + i``
+    (DC-Solver names get the guidance of the call, as in ``accel bench``)."""
+    accel.apply(pipe, solver=with_guidance(solver, guidance))
     try:
         imgs = [pipe(prompts[b : b + batch], num_inference_steps=nfe, guidance_scale=guidance, output_type="pt",
                      generator=torch.Generator().manual_seed(noise_seed + i), **pipe.accel_defaults).images.float()
@@ -38,8 +40,9 @@ def features(pipe, solver: str, prompts: list[str], nfe: int, guidance: float, n
     return domain_features(torch.cat(imgs)).double().numpy()
 
 
-def fd(f: np.ndarray, ref) -> float:
-    return frechet_distance(f.mean(0), np.cov(f, rowvar=False), ref.mu, ref.sigma)
+def fd(f: np.ndarray, ref: FeatureStats) -> float:
+    """fd_domain of the feature rows ``f`` against the reference statistics."""
+    return frechet_between(FeatureStats.of(f, "fmnist-classifier-256"), ref)  # the extractor of fd_domain
 
 
 def main() -> None:
@@ -54,6 +57,7 @@ def main() -> None:
     p.add_argument("--target", default="v3", help="solver name (accel.apply(pipe, solver=...))")
     p.add_argument("--baselines", default="dpm++,unipc")
     p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--batch", type=int, default=25, help="images per call (the bench's default; seeds follow batches)")
     p.add_argument("--reps", type=int, default=500, help="bootstrap draws")
     a = p.parse_args()
     pipe = load_reference(a.pipeline)
@@ -63,7 +67,7 @@ def main() -> None:
     noise_seed = a.seed if a.noise_seed is None else a.noise_seed
     nfes, baselines = [int(v) for v in a.nfe.split(",")], a.baselines.split(",")
     names = [a.target] + baselines
-    feats = {(n, s): features(pipe, s, prompts, n, a.guidance, noise_seed)
+    feats = {(n, s): features(pipe, s, prompts, n, a.guidance, noise_seed, a.batch)
              for n, s in tqdm([(n, s) for n in nfes for s in names], desc="images")}
     ref = FeatureStats.load(REF_STATS["domain"])
     point = {k: fd(f, ref) for k, f in feats.items()}

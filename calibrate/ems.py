@@ -183,11 +183,13 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
 def average_over_positions(stat: torch.Tensor) -> torch.Tensor:
     """A statistic ``[K+1, C, *positions]`` averaged over the positions of each channel, broadcast back to its shape.
 
-    Departure (an option, ``--reduce channel``): the paper keeps one statistic per dimension; sharing them across the
-    positions of a channel lowers the estimation noise of a few hundred samples and drops position-dependent
-    structure, which helps some configurations and costs others (README, Few-step solvers)."""
-    dims = tuple(range(2, stat.dim()))
-    return stat.mean(dims, keepdim=True).expand_as(stat).contiguous() if dims else stat
+    Departure (an option, ``--reduce channel``): the paper keeps one statistic per dimension; the mean of the
+    per-dimension statistics (not a pooled fit: s and b were fitted with each position's own l) lowers the
+    estimation noise of a few hundred samples and drops position-dependent structure, which helps some
+    configurations and costs others (README, Few-step solvers)."""
+    if stat.dim() < 3:
+        raise ValueError(f"statistics of shape [K+1, C, *positions] expected, got {tuple(stat.shape)}")
+    return stat.mean(tuple(range(2, stat.dim())), keepdim=True).expand_as(stat).contiguous()
 
 
 def reduce_ems_file(src: str | Path, dst: str | Path, reduce: str = "channel") -> None:
