@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 import accel
@@ -23,21 +22,19 @@ from accel.metrics.quality import REF_STATS
 from accel.pipelines import load_reference
 from accel.pipelines.data import calibration_prompts, eval_prompts
 from accel.solvers.named import with_guidance
+from solvers import decode, latents  # benchmarks/solvers.py: the same seeding and decoding
 
 
-@torch.no_grad()
 def features(pipe, solver: str, prompts: list[str], nfe: int, guidance: float, noise_seed: int,
              batch: int = 25) -> np.ndarray:
     """fd_domain features of the images ``solver`` makes at ``nfe`` steps, batch i seeded ``noise_seed + i``
     (DC-Solver names get the guidance of the call, as in ``accel bench``)."""
     accel.apply(pipe, solver=with_guidance(solver, guidance))
     try:
-        imgs = [pipe(prompts[b : b + batch], num_inference_steps=nfe, guidance_scale=guidance, output_type="pt",
-                     generator=torch.Generator().manual_seed(noise_seed + i), **pipe.accel_defaults).images.float()
-                for i, b in enumerate(range(0, len(prompts), batch))]
+        lat = latents(pipe, prompts, nfe, guidance, noise_seed, batch)
     finally:
         accel.remove(pipe)
-    return domain_features(torch.cat(imgs)).double().numpy()
+    return domain_features(decode(pipe, lat)).double().numpy()
 
 
 def fd(f: np.ndarray, ref: FeatureStats) -> float:

@@ -203,12 +203,13 @@ def reduce_ems_file(src: str | Path, dst: str | Path, reduce: str = "channel") -
     """
     from safetensors import safe_open
 
-    from accel.solvers.dpm_solver_v3 import save_ems
+    from accel.solvers.dpm_solver_v3 import load_ems, save_ems
 
     if reduce != "channel":
         raise ValueError(f"reduce must be 'channel', not {reduce!r}")
+    t = load_ems(src)  # the checks of a file the solver would load (present, lambdas increasing)
     with safe_open(str(src), "pt") as fh:
-        meta, t = dict(fh.metadata() or {}), {k: fh.get_tensor(k) for k in fh.keys()}
+        meta = dict(fh.metadata() or {})
     if meta.get("reduce", "none") != "none":
         raise ValueError(f"{src} is already reduced ({meta['reduce']})")
     save_ems(dst, t["lambdas"], *(average_over_positions(t[k]) for k in ("l", "s", "b")), {**meta, "reduce": reduce})
