@@ -92,16 +92,13 @@ def test_bad_stack_is_a_clear_error(folder, capsys):
 
 @needs_metrics
 def test_two_processes_give_the_numbers_of_one(folder, tmp_path):
-    import subprocess
-    import sys
+    from launch import launch_two
 
     pytest.importorskip("accelerate")
     args = ["bench", "--pipeline", str(folder), "--methods", "plain,uniform:2", "--num-images", "8", "--batch", "2",
             "--steps", "4", "--no-effnet", "--quality-only"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel.cli", *args, "--out", str(tmp_path / "two")]
-    subprocess.run(cmd, check=True, capture_output=True)
+    launch_two(["-m", "accel.cli", *args, "--out", str(tmp_path / "two")])
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["config"]["processes"] == 2

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launch import launch_two
 
 RUN = Path(__file__).parent / "ecad_tiny_run.py"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -43,9 +44,7 @@ def test_kill_and_resume_gives_the_uninterrupted_front(tmp_path):
 def test_two_processes_give_the_same_front(tmp_path):
     pytest.importorskip("accelerate")
     _run(tmp_path / "one")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(RUN), str(tmp_path / "two")]
-    subprocess.run(cmd, check=True, env=ENV, capture_output=True, cwd=RUN.parent.parent)
+    launch_two([str(RUN), str(tmp_path / "two")], env=ENV, cwd=RUN.parent.parent)
     assert _front(tmp_path / "two") == _front(tmp_path / "one")
     assert json.loads((tmp_path / "two" / "index.json").read_text())["processes"] == 2  # really two processes
 
