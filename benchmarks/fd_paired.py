@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.metrics.features import domain_features
-from accel.metrics.frechet import FeatureStats, frechet_between
-from accel.metrics.quality import REF_STATS
+from accel.metrics.frechet import FeatureStats
+from accel.metrics.quality import REF_STATS, fd_domain_of_features
 from accel.pipelines import load_reference
 from accel.pipelines.data import calibration_prompts, eval_prompts
 from accel.solvers.named import with_guidance
@@ -35,11 +35,6 @@ def features(pipe, solver: str, prompts: list[str], nfe: int, guidance: float, n
     finally:
         accel.remove(pipe)
     return domain_features(decode(pipe, lat)).double().numpy()
-
-
-def fd(f: np.ndarray, ref: FeatureStats) -> float:
-    """fd_domain of the feature rows ``f`` against the reference statistics."""
-    return frechet_between(FeatureStats.of(f, "fmnist-classifier-256"), ref)  # the extractor of fd_domain
 
 
 def main() -> None:
@@ -66,14 +61,14 @@ def main() -> None:
     names = [a.target] + baselines
     feats = {(n, s): features(pipe, s, prompts, n, a.guidance, noise_seed, a.batch)
              for n, s in tqdm([(n, s) for n in nfes for s in names], desc="images")}
-    ref = FeatureStats.load(REF_STATS["domain"])
-    point = {k: fd(f, ref) for k, f in feats.items()}
+    ref = FeatureStats.load(REF_STATS["domain"])  # loaded once for every bootstrap draw
+    point = {k: fd_domain_of_features(f, ref) for k, f in feats.items()}
     rng = np.random.default_rng(0)
     draws = {k: [] for k in feats}
     for _ in tqdm(range(a.reps), desc="bootstrap"):
         idx = rng.integers(0, a.num_images, a.num_images)
         for k, f in feats.items():
-            draws[k].append(fd(f[idx], ref))
+            draws[k].append(fd_domain_of_features(f[idx], ref))
     draws = {k: np.array(v) for k, v in draws.items()}
     print(f"{a.pipeline}, {a.num_images} {a.prompt_set} prompts (seed {a.seed}, noise seed {noise_seed}), guidance "
           f"{a.guidance:g}; fd_domain of {a.target} minus each baseline, with the 95% interval of a paired bootstrap "

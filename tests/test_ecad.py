@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from launch import launch_two
+from launch import launch_two, run_checked
 
 RUN = Path(__file__).parent / "ecad_tiny_run.py"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -19,7 +19,7 @@ def _front(d: Path):
 
 
 def _run(out: Path):
-    subprocess.run([sys.executable, str(RUN), str(out)], check=True, env=ENV, capture_output=True, cwd=RUN.parent.parent)
+    run_checked([sys.executable, str(RUN), str(out)], env=ENV, cwd=RUN.parent.parent)
 
 
 def test_kill_and_resume_gives_the_uninterrupted_front(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +23,7 @@ REF_STATS = {
     "effnet": WEIGHTS_DIR / "stats-fmnist-test-effnet.safetensors",
     "domain": WEIGHTS_DIR / "stats-fmnist-test-domain.safetensors",
 }
+EXTRACTORS = {"effnet": "effnet-lite0-160", "domain": "fmnist-classifier-256"}  # names stored with the statistics
 
 
 def _ref(kind: str, ref: FeatureStats | str | Path | None) -> FeatureStats:
@@ -35,12 +37,17 @@ def _ref(kind: str, ref: FeatureStats | str | Path | None) -> FeatureStats:
 
 def fd_effnet(images: torch.Tensor, ref: FeatureStats | str | Path | None = None) -> float:
     """Frechet distance on EfficientNet-Lite0 (ImageNet) features. Not FID: another network, not comparable."""
-    return frechet_between(FeatureStats.of(effnet_features(images), "effnet-lite0-160"), _ref("effnet", ref))
+    return frechet_between(FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"]), _ref("effnet", ref))
 
 
 def fd_domain(images: torch.Tensor, ref: FeatureStats | str | Path | None = None) -> float:
     """Frechet distance on the penultimate features of the Fashion-MNIST classifier trained here."""
-    return frechet_between(FeatureStats.of(domain_features(images), "fmnist-classifier-256"), _ref("domain", ref))
+    return fd_domain_of_features(domain_features(images), ref)
+
+
+def fd_domain_of_features(features: torch.Tensor | np.ndarray, ref: FeatureStats | str | Path | None = None) -> float:
+    """``fd_domain`` of feature rows already extracted with ``domain_features`` (e.g. to resample images)."""
+    return frechet_between(FeatureStats.of(features, EXTRACTORS["domain"]), _ref("domain", ref))
 
 
 def alignment(images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:

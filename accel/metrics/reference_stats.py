@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .features import domain_features, effnet_features
 from .frechet import FeatureStats
-from .quality import REF_STATS
+from .quality import EXTRACTORS, REF_STATS
 
 
 def load_folder(folder: str | Path) -> torch.Tensor:
@@ -35,8 +35,7 @@ def compute(images: torch.Tensor, chunk: int = 500, kinds: tuple[str, ...] = ("e
             feats["effnet"].append(effnet_features(x))
         if "domain" in kinds:
             feats["domain"].append(domain_features(x))
-    names = {"effnet": "effnet-lite0-160", "domain": "fmnist-classifier-256"}
-    return {k: FeatureStats.of(torch.cat(v), names[k]) for k, v in feats.items()}
+    return {k: FeatureStats.of(torch.cat(v), EXTRACTORS[k]) for k, v in feats.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

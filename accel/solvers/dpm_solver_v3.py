@@ -251,13 +251,18 @@ def load_ems(path: str | Path, fingerprint: str | None = None) -> dict[str, torc
     return t
 
 
+def ems_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata an EMS file was saved with (model stamp, guidance, data, samples, reduce)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        return dict(fh.metadata() or {})
+
+
 def ems_stamp(path: str | Path) -> dict:
     """The model an EMS file was made for: ``{"fingerprint": ..., "weights": [...]}`` from its metadata
     (``accel.solvers.provenance``)."""
     import json
 
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
+    meta = ems_metadata(path)
     return {"fingerprint": meta.get("fingerprint"), "weights": json.loads(meta.get("weights", "[]"))}
