@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -99,6 +100,7 @@ class AccelHandle:
     state: RunState
     hooked: list[tuple[torch.nn.Module, str, bool]] = field(default_factory=list)  # module, hook, made registry
     old_scheduler: Any = None
+    old_defaults: tuple | None = None  # (the pipeline's accel_defaults before, or _MISSING,) when accel changed them
     config: dict[str, Any] = field(default_factory=dict)
     macs: dict[tuple, tuple[int, list[int]]] = field(default_factory=dict)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
@@ -145,27 +147,30 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         >>> images = pipe(["a photo of a sneaker"], num_inference_steps=20, use_resolution_binning=False).images  # doctest: +SKIP
         >>> print(accel.stats(pipe)); accel.remove(pipe)  # doctest: +SKIP
     """
-    # validate everything before touching the pipeline: a bad argument loses nothing applied before
-    attr, denoiser = find_denoiser(pipe)
-    layout = layout_of(denoiser)
-    if attention is not None:
-        from .kernels.select import Backend
+    # validate everything before touching the pipeline: a bad argument loses nothing applied before; what
+    # replaces an earlier apply is built from the pipeline as it was before accel (its scheduler and defaults)
+    with _before_accel(pipe):
+        attr, denoiser = find_denoiser(pipe)
+        layout = layout_of(denoiser)
+        if attention is not None:
+            from .kernels.select import Backend
 
-        Backend(attention)
-    policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
-    new_scheduler = None
-    if solver is not None:
-        for match, fn in _SOLVER_HANDLERS:
-            if match(solver):
-                new_scheduler = fn(pipe, solver)
-                break
-        else:
-            raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or class) or a solver name")
-    guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
-    if guidance is not None and hasattr(guidance, "validate"):
-        guidance.validate(pipe)
-    extra_defaults = getattr(new_scheduler, "accel_call_defaults", None)  # e.g. one-step presets
-    one_step = _is_one_step(pipe, extra_defaults)
+            Backend(attention)
+        policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
+        new_scheduler = None
+        if solver is not None:
+            for match, fn in _SOLVER_HANDLERS:
+                if match(solver):
+                    new_scheduler = fn(pipe, solver)
+                    break
+            else:
+                raise TypeError(f"accel cannot apply solver={solver!r}: give a diffusers scheduler (instance or "
+                                "class) or a solver name")
+        guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
+        if guidance is not None and hasattr(guidance, "validate"):
+            guidance.validate(pipe)
+        extra_defaults = getattr(new_scheduler, "accel_call_defaults", None)  # e.g. one-step presets
+        one_step = _is_one_step(pipe, extra_defaults)
     if one_step and (policy is not None or guidance_fn is not None):
         what = " and ".join(n for n, v in (("caching", policy), ("guidance", guidance_fn)) if v is not None)
         warnings.warn(f"{what} on a one-step pipeline is pointless (one denoiser call, no CFG batch): accel leaves "
@@ -198,6 +203,7 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     if extra_defaults:
         old = pipe.__dict__.get("accel_defaults", _MISSING)
         pipe.accel_defaults = {**(old if old is not _MISSING else {}), **extra_defaults}
+        handle.old_defaults = (old,)
         handle.cleanups.append(lambda: _restore_defaults(pipe, old))
     _HANDLES[pipe] = handle
     try:
@@ -248,6 +254,26 @@ def _add_call_invariant(handle: AccelHandle) -> None:
     if hooks:
         handle.state.call_listeners.append(lambda: [h.reset() for h in hooks])
         handle.state.reporters["call_invariant_reuses"] = lambda: sum(h.hits for h in hooks)
+
+
+@contextmanager
+def _before_accel(pipe):
+    """Within: the pipeline with the scheduler and call defaults it had before accel; put back on exit."""
+    handle = _HANDLES.get(pipe)
+    if handle is None or (handle.old_scheduler is None and handle.old_defaults is None):
+        yield
+        return
+    scheduler, defaults = pipe.__dict__.get("scheduler", _MISSING), pipe.__dict__.get("accel_defaults", _MISSING)
+    if handle.old_scheduler is not None:
+        pipe.scheduler = handle.old_scheduler
+    if handle.old_defaults is not None:
+        _restore_defaults(pipe, handle.old_defaults[0])
+    try:
+        yield
+    finally:
+        if scheduler is not _MISSING:
+            pipe.scheduler = scheduler
+        _restore_defaults(pipe, defaults)
 
 
 def _is_one_step(pipe, extra_defaults: dict | None) -> bool:

@@ -77,8 +77,10 @@ def cmd_generate(a) -> None:
     call = dict(getattr(pipe, "accel_defaults", {}))  # a one-step pipeline's defaults fix steps and guidance
     for key, value, default in (("num_inference_steps", a.steps, 20), ("guidance_scale", a.guidance, 4.5)):
         call[key] = value if value is not None else call.get(key, default)
-    cache = parse_cache(a.cache, pipe, call["num_inference_steps"])
-    accel.apply(pipe, cache=cache)
+    try:
+        accel.apply(pipe, cache=parse_cache(a.cache, pipe, call["num_inference_steps"]))
+    except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
+        raise CLIError(f"--cache {a.cache}: {e}") from None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = a.prompt or ["a photo of a sneaker"]

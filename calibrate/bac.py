@@ -425,23 +425,16 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
 
 
 def _cli_args(p) -> None:
-    from .cli_common import add_prompt_args
-
-    add_prompt_args(p)
     p.add_argument("--speedup", type=float, help="target speed-up of the denoising loop (default 2.0)")
     p.add_argument("--macs-fraction", type=float, help="budget as the fraction of component MACs computed instead")
     p.add_argument("--metric", default="cosine", choices=("cosine", "l1", "mse"))
     p.add_argument("--top-k", type=int, default=3, help="Bubbling Union: components refreshed with downstream FFNs")
-    p.add_argument("--warmup", type=int, default=0, help="first steps that always compute (the scheduler plans the rest)")
     p.add_argument("--max-gap", type=int, default=None,
                    help="never reuse a component for more than this many consecutive steps (an accel extension; "
                         "default: no bound, the paper)")
     p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
                    help="uniform: one update count M for every component (the paper); greedy: per-component counts "
                         "maximising the summed similarity per MAC")
-    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
-                   help="hold: reused features as computed (the paper); taylor: forecast them from the last two "
-                        "updates and plan the updates for that (an accel extension)")
 
 
 def _cli_run(a) -> None:

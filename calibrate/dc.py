@@ -213,7 +213,6 @@ def _cli_args(p) -> None:
     p.add_argument("--objective", default="steps", choices=("steps", "final"),
                    help="steps: the paper's greedy per-step search; final: then refine all ratios jointly on the "
                         "final latent's error (an accel option)")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def _cli_run(a) -> None:

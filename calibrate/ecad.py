@@ -453,9 +453,6 @@ def _latency_model(ev: ScheduleEvaluator, path: Path, rank: int, world: int, cal
 
 
 def _cli_args(p) -> None:
-    from .cli_common import add_prompt_args
-
-    add_prompt_args(p)
     p.add_argument("--pop-size", type=int, default=72)
     p.add_argument("--generations", type=int, default=50)
     p.add_argument("--crossover-prob", type=float, default=0.9)
@@ -469,8 +466,6 @@ def _cli_args(p) -> None:
     p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
                                     "--steps is then its NFE")
     p.add_argument("--guidance-method", help="search it under this guidance: apg:W[:ETA:MOMENTUM:R] or facfg:WL:WH[:CUT]")
-    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
-                   help="what reused outputs return: hold (the paper) or taylor (first-order forecast, an accel option)")
     p.add_argument("--cost", default="macs", choices=("macs", "latency"),
                    help="second objective: MACs (the paper) or the denoising time predicted by a latency model timed "
                         "once per run (an accel option; it sees the block fast path)")

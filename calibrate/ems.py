@@ -226,18 +226,13 @@ def reference_data_latents(pipe, n: int, seed: int = 0) -> tuple[torch.Tensor, l
 
 
 def _cli_args(p) -> None:
-    p.add_argument("--guidance", type=float, default=4.5)
     p.add_argument("--num-samples", type=int, default=64, help="data latents the statistics average over")
     p.add_argument("--grid-points", type=int, default=100, help="lambda grid intervals")
     p.add_argument("--data", default="real", choices=("real", "samples", "paths"),
                    help="real: dataset images through the VAE, noised (reference pipelines); samples: the model's own, "
                         "generated at --guidance with --sample-steps steps, noised; paths: x_t on the guided ODE's own "
                         "paths from noise (an accel option, see `accel.calibrate.ems`)")
-    p.add_argument("--prompts", help="prompts for --data samples/paths, one per line (reference pipelines: calibration "
-                                     "prompts by default)")
     p.add_argument("--sample-steps", type=int, default=50, help="steps of the pipeline's scheduler for --data samples")
-    p.add_argument("--batch", type=int, default=64, help="samples per chunk (memory); the statistics use them all")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reduce", default="none", choices=("none", "channel"),
                    help="none: a statistic per dimension (the paper); channel: averaged over the positions of each "
                         "channel (an accel option: no position structure)")

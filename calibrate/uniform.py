@@ -8,11 +8,8 @@ from .registry import CalibrationMethod, register
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=int, default=2, help="recompute every K steps")
-    p.add_argument("--warmup", type=int, default=0, help="steps that always compute at the start")
     p.add_argument("--compute-steps", help="instead of --interval: the steps that compute, e.g. 0,1,2,4,10,16 "
                                            "(diffusers' TaylorSeer, warm-up 3, interval 6, at 20 steps)")
-    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
-                   help="what reused outputs return: hold, or taylor (first-order forecast)")
 
 
 def _run(a: argparse.Namespace) -> None:

@@ -67,3 +67,28 @@ def test_unknown_preset_and_wrong_pipeline_class():
     with pytest.warns(UserWarning, match="made for StableDiffusionXLPipeline, not StableDiffusionPipeline"):
         accel.apply(pipe, solver="onestep:dmd2")
     accel.remove(pipe)
+
+
+def test_applying_again_builds_on_the_pipeline_as_it_was_before_accel():
+    """A second apply replaces the first: its solver comes from the pipeline's own scheduler config and its
+    cache is not refused because of the first apply's one-step defaults."""
+    import warnings
+
+    from tiny import tiny_sdxl
+
+    pipe = tiny_sdxl()
+    own = pipe.scheduler
+    fresh = accel.apply(tiny_sdxl(), solver="unipc").scheduler.config
+    accel.apply(pipe, solver="onestep:sdxl-turbo")
+    assert pipe.scheduler.config.timestep_spacing == "trailing" and pipe.accel_defaults["num_inference_steps"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "pointless on a one-step pipeline" warning
+        accel.apply(pipe, solver="unipc", cache=accel.CacheSchedule.uniform(pipe, 4, 2))
+    assert dict(pipe.scheduler.config) == dict(fresh)
+    assert "accel_defaults" not in pipe.__dict__
+    assert any(hasattr(m, "_diffusers_hook") for m in pipe.unet.modules())
+    with pytest.raises(ValueError):
+        accel.apply(pipe, solver="onestep:no-such-preset")  # a refused apply keeps the second one
+    assert dict(pipe.scheduler.config) == dict(fresh)
+    accel.remove(pipe)
+    assert pipe.scheduler is own
