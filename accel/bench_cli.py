@@ -14,7 +14,8 @@ def _run(a) -> None:
         try:
             make_row(m)
         except (ValueError, FileNotFoundError) as e:
-            raise CLIError(str(e)) from None
+            msg = str(e)
+            raise CLIError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
     prompts = None
     if a.prompts:
         if not Path(a.prompts).exists():

@@ -31,7 +31,15 @@ def run(a) -> None:
     from .distill import DistillConfig, PairConfig, make_pairs, train_student
     from .pipelines.training.common import runs_dir
 
+    from .distill.train import require_flow
+    from .solvers.named import solver_from_name
+
     pipe = _load(a.pipeline)
+    try:  # before the teacher pairs, which take most of the run
+        require_flow(pipe)
+        solver_from_name(pipe, a.solver)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
     if a.prompts:
         if not Path(a.prompts).exists():
             raise CLIError(f"prompt file {a.prompts!r} not found")

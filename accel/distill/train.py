@@ -62,16 +62,21 @@ def _predict(model, x, t, emb, mask) -> torch.Tensor:
     return out[:, : x.shape[1]]
 
 
-def train_student(pipe, pair_dir: str | Path, ckpt_path: str | Path, cfg: DistillConfig, progress: bool = True):
-    """Reflow then one-step distillation of ``pipe.transformer``; resumable from ``ckpt_path``.
-
-    Returns the EMA student (same class and config as the teacher).
-    """
+def require_flow(pipe) -> None:
+    """A ValueError unless ``pipe`` is a flow (velocity) pipeline, the kind accel distill makes one-step."""
     from accel.guidance.hook import prediction_type
 
     if prediction_type(pipe.scheduler) != "flow_prediction":
         raise ValueError("accel distill turns a flow (velocity) pipeline into a one-step generator; this pipeline's "
                          f"scheduler predicts {prediction_type(pipe.scheduler)!r}")
+
+
+def train_student(pipe, pair_dir: str | Path, ckpt_path: str | Path, cfg: DistillConfig, progress: bool = True):
+    """Reflow then one-step distillation of ``pipe.transformer``; resumable from ``ckpt_path``.
+
+    Returns the EMA student (same class and config as the teacher).
+    """
+    require_flow(pipe)
     z_all, x_all, p_all, prompts = load_pairs(pair_dir)
     emb, mask = prompt_table(pipe, prompts)
     t1, sigma1 = one_step_sigma(pipe.scheduler)
