@@ -7,7 +7,7 @@ from pathlib import Path
 def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.rows import make_row
-    from .cli import CLIError
+    from .cli import CLIError, resolve_device
 
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
     for m in methods:  # fail before loading anything
@@ -24,7 +24,7 @@ def _run(a) -> None:
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
-                      timing_rounds=a.timing_rounds)
+                      timing_rounds=a.timing_rounds, device=resolve_device(a.device), dtype=a.dtype)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -73,4 +73,7 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")
+    from .cli import add_device_args
+
+    add_device_args(s)
     s.set_defaults(fn=_run)

@@ -35,11 +35,46 @@ def parse_cache(spec: str | None, pipe, steps: int):
     return accel.CacheSchedule.load(spec)
 
 
-def _load(name: str):
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` of the pipeline a subcommand loads."""
+    p.add_argument("--device", default="auto", help="where the pipeline runs: auto (CUDA when available, the local "
+                                                    "GPU of each process under accelerate launch; else cpu), cpu, "
+                                                    "cuda, cuda:N, ...")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="the pipeline's weights")
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: ``cuda:LOCAL_RANK`` under a launcher, ``cuda`` on a GPU machine, else ``cpu``."""
+    import os
+
+    import torch
+
+    if name != "auto":
+        try:
+            dev = torch.device(name)
+        except RuntimeError as e:
+            raise CLIError(f"--device {name}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CLIError(f"--device {name}: torch sees no CUDA device here (torch {torch.__version__})")
+        return name
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+
+
+def _load(name: str, a: argparse.Namespace | None = None):
+    """The pipeline ``name`` on the device and dtype of the command's ``--device`` / ``--dtype``."""
+    import torch
+
     from .pipelines import load_pipeline
 
+    device = resolve_device(getattr(a, "device", "cpu"))
+    dtype = getattr(torch, getattr(a, "dtype", "float32"))
     try:
-        return load_pipeline(name)
+        return load_pipeline(name, dtype=dtype, device=device)
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         raise CLIError(str(e)) from None
 
@@ -72,7 +107,7 @@ def cmd_generate(a) -> None:
 
     import accel
 
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
     call = dict(getattr(pipe, "accel_defaults", {}))  # a one-step pipeline's defaults fix steps and guidance
     for key, value, default in (("num_inference_steps", a.steps, 20), ("guidance_scale", a.guidance, 4.5)):
@@ -106,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", help="schedule JSON, 'full' or 'uniform:K'")
     s.add_argument("--out", default="outputs/generate")
+    add_device_args(s)
     s.set_defaults(fn=cmd_generate)
 
     from .calibrate_cli import add_calibrate_parser

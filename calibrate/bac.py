@@ -324,8 +324,9 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     than that many consecutive steps; the scheduler plans within that bound.
 
     Example:
+        >>> import accel
         >>> from accel.pipelines import load_reference
-        >>> from accel.calibrate.bac import calibrate_bac
+        >>> from accel.calibrate.bac import calibrate_bac, prompt_batches
         >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
         >>> calls = prompt_batches(["a photo of a sneaker", "an ankle boot"] * 8, batch=16)
         >>> sched = calibrate_bac(pipe, calls, steps=20, speedup=2.5)  # doctest: +SKIP
@@ -443,7 +444,7 @@ def _cli_run(a) -> None:
     from .cli_common import read_prompts
 
     prompts = read_prompts(a)
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
     speedup = a.speedup if a.speedup is not None or a.macs_fraction is not None else 2.0
     try:

@@ -174,7 +174,7 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
     for g in guidances:
         fn = GuidedDenoiser(pipe, {"prompt": prompts}, g)
         shape = (fn.batch, fn.channels, *latent_hw(pipe))
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(den.device)  # the same on every device
         gt_sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
         _, gt = sample(fn, gt_sched, noise, gt_steps, record=True)
         for nfe in nfes:
@@ -219,7 +219,7 @@ def _cli_run(a) -> None:
     from accel.cli import _load
     from accel.pipelines.data import calibration_prompts
 
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
     nfes = [int(v) for v in a.nfe.split(",")]
     gs = [float(v) for v in a.guidances.split(",")]

@@ -483,8 +483,12 @@ def _cli_run(a) -> None:
     from .bac import prompt_batches
     from .cli_common import read_prompts
 
+    try:
+        import pymoo  # noqa: F401
+    except ImportError:
+        raise CLIError("ECAD searches with pymoo's NSGA-II: pip install 'accel[calibrate]'") from None
     prompts = read_prompts(a)
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,

@@ -97,7 +97,7 @@ def ode_path(fn, scheduler, z: torch.Tensor, lams: np.ndarray, refine: int = 4) 
         for j in range(refine):
             a_s, s_s, t = _alpha_sigma_t(scheduler, float(sub[j]))
             a_t, s_t, _ = _alpha_sigma_t(scheduler, float(sub[j + 1]))
-            x0 = to_x0(fn(x, t), x, torch.tensor(a_s), torch.tensor(s_s), pt)
+            x0 = to_x0(fn(x, t), x, torch.tensor(a_s, device=x.device), torch.tensor(s_s, device=x.device), pt)
             h = float(sub[j + 1] - sub[j])
             d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
             x = (s_t / s_s) * x - a_t * math.expm1(-h) * d
@@ -113,7 +113,8 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
     noise = []  # per chunk: z (the path's noise) and v (Hutchinson's probe), reused by both passes
     for c, (_, x0) in enumerate(chunks):
         g = torch.Generator().manual_seed(seed + 7919 * c)
-        noise.append((torch.randn(x0.shape, generator=g), torch.randint(0, 2, x0.shape, generator=g).float() * 2 - 1))
+        z, v = torch.randn(x0.shape, generator=g), torch.randint(0, 2, x0.shape, generator=g).float() * 2 - 1
+        noise.append((z.to(x0.device), v.to(x0.device)))  # drawn on the CPU: the same on every device
     n = sum(len(x0) for _, x0 in chunks)
     paths = None
     if path == "ode":  # x_t of every chunk at every grid point, from the chunk's noise (kept for both passes)
@@ -125,7 +126,7 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
         return paths[c][k] if paths is not None else a * chunks[c][1] + s * noise[c][0]
 
     def eps_of(fn, x, t, a, s):
-        a, s = torch.as_tensor(a, dtype=torch.float64).reshape(1), torch.as_tensor(s, dtype=torch.float64).reshape(1)
+        a, s = (torch.as_tensor(v, dtype=torch.float64, device=x.device).reshape(1) for v in (a, s))
         return (x - a.view(-1, *[1] * (x.dim() - 1)) * to_x0(fn(x, t), x, a, s, pt)) / s.view(-1, *[1] * (x.dim() - 1))
 
     ls = []
@@ -138,12 +139,12 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
             acc = acc + (s * jv * v).double().sum(0)
         ls.append(acc / n)
     l = torch.stack(ls).double()
-    dl = torch.gradient(l, spacing=(torch.tensor(lams, dtype=torch.float64),), dim=0)[0]
+    dl = torch.gradient(l, spacing=(torch.tensor(lams, dtype=torch.float64, device=l.device),), dim=0)[0]
     # smooth l' over +-0.25 in lambda: the official setting (+-5 points of a 250-point SD grid); as +-5 points on
     # a coarse grid it would average l' over several units of lambda, where l falls from 1 to 0, and bias f'
     half = int(round(SMOOTH_HALF_WIDTH / float(lams[1] - lams[0])))
     if half > 0:
-        kernel = torch.ones(2 * half + 1, dtype=torch.float64) / (2 * half + 1)
+        kernel = torch.ones(2 * half + 1, dtype=torch.float64, device=dl.device) / (2 * half + 1)
         flat = dl.reshape(len(lams), -1).T[:, None]
         pad = torch.nn.functional.pad(flat, (half, half), mode="replicate")
         dl = torch.nn.functional.conv1d(pad, kernel.view(1, 1, -1)).squeeze(1).T.reshape(dl.shape)
@@ -177,7 +178,8 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
         sk = cov / var
         ss.append(sk)
         bs.append(mfp - sk * mf)
-    return torch.tensor(lams), l.detach().float(), torch.stack(ss).detach().float(), torch.stack(bs).detach().float()
+    return (torch.tensor(lams), l.detach().float().cpu(), torch.stack(ss).detach().float().cpu(),
+            torch.stack(bs).detach().float().cpu())
 
 
 def average_over_positions(stat: torch.Tensor) -> torch.Tensor:
@@ -220,7 +222,7 @@ def reference_data_latents(pipe, n: int, seed: int = 0) -> tuple[torch.Tensor, l
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[:n]
     with torch.no_grad():
-        lat = pipe.vae.encode(x[idx].to(pipe.vae.dtype)).latent_dist.mean * pipe.vae.config.scaling_factor
+        lat = pipe.vae.encode(x[idx].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean * pipe.vae.config.scaling_factor
     prompts = [caption(int(c), TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)]) for i, c in enumerate(y[idx])]
     return lat.float(), prompts
 
@@ -248,7 +250,7 @@ def _cli_run(a) -> None:
 
     from .model_fn import GuidedDenoiser
 
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
     ref = getattr(pipe, "accel_reference", None)
     if a.data == "real":
@@ -271,7 +273,7 @@ def _cli_run(a) -> None:
     if a.data == "paths":  # the paths start from noise: x0 only gives the shape
         from accel.pipelines.families import latent_hw
 
-        x0 = torch.zeros(len(prompts), fns[0].channels, *latent_hw(pipe))
+        x0 = torch.zeros(len(prompts), fns[0].channels, *latent_hw(pipe), device=fns[0].den.device)
     elif a.data == "samples":
         x0 = torch.cat([pipe(prompts[i : i + a.batch], num_inference_steps=a.sample_steps, guidance_scale=a.guidance,
                              output_type="latent", generator=torch.Generator().manual_seed(a.seed + i),

@@ -125,8 +125,9 @@ class FeatureRecorder:
             d = x.shape[1]
             self._idx[slot] = None if d <= self.max_dim else torch.randperm(d, generator=self._gen)[: self.max_dim]
         if self._idx[slot] is not None:
-            x = x[:, self._idx[slot]]
-        self._buf.setdefault((slot, branch), {})[step] = x.to(torch.float16 if x.numel() > 1 << 20 else torch.float32)
+            x = x[:, self._idx[slot].to(x.device)]
+        # kept on the CPU: K steps of every component would crowd an accelerator, and the statistics are small
+        self._buf.setdefault((slot, branch), {})[step] = x.to("cpu", torch.float16 if x.numel() > 1 << 20 else torch.float32)
 
     def end_call(self) -> None:
         for (slot, _), steps in self._buf.items():

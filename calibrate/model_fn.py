@@ -57,12 +57,14 @@ class GuidedDenoiser:
         self.channels = x.shape[1]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32).flatten()
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).flatten()
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
+        dtype = x.dtype  # the calibration's precision; the model runs in its own
+        x = x.to(self.den.dtype)
         if self.cfg:
             x, t = torch.cat([x, x]), torch.cat([t, t])
         # continuous (float) model time, as DPM-Solver's model wrapper feeds discrete-time models
-        out = self.den(**{self._x_name: x}, timestep=t, **self.kwargs)[0][:, : self.channels]
+        out = self.den(**{self._x_name: x}, timestep=t, **self.kwargs)[0][:, : self.channels].to(dtype)
         if not self.cfg:
             return out
         a, b = out.chunk(2)

@@ -20,7 +20,7 @@ def _run(a: argparse.Namespace) -> None:
         steps = [int(i) for i in a.compute_steps.split(",")] if a.compute_steps else None
     except ValueError:
         raise CLIError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     try:
         if steps is not None:
             sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=a.reuse)

@@ -73,8 +73,13 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
     return pipe.to(device)
 
 
-def load_pipeline(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
-    """A reference name or a local diffusers pipeline folder, with a clear error when neither loads."""
+def load_pipeline(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):
+    """A reference name or a local diffusers pipeline folder (on ``device``), with a clear error when neither loads."""
+    pipe = _load_pipeline(name_or_path, dtype)
+    return pipe.to(device) if device is not None else pipe
+
+
+def _load_pipeline(name_or_path: str | Path, dtype: torch.dtype):
     if str(name_or_path) in REFERENCES:
         return load_reference(str(name_or_path), dtype=dtype)
     path = Path(name_or_path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..pipelines.data import eval_prompts, label_of_prompt
+from ..timing import clock
 from ..pipelines.families import find_denoiser
 from ..dist import gather, rank_world
 from .rows import Row, make_row
@@ -35,9 +35,9 @@ class _DenoiseTimer(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first = clock()
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self.last = time.perf_counter()
+        self.last = clock()
         return out
 
     def start(self) -> None:
@@ -76,6 +76,8 @@ class BenchConfig:
     full_size: bool = False  # also time every row on a full-size PixArt-alpha-shaped transformer
     full_size_repeats: int = 1
     timing_rounds: int = 3  # interleaved timing passes over all rows after generation (0: time the generation)
+    device: str = "cpu"  # where the pipeline (and the full-size one) runs
+    dtype: str = "float32"  # the pipeline's weights: float32, float16 or bfloat16
     extra: dict = field(default_factory=dict)
 
 
@@ -95,10 +97,10 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
         chunk = prompts[b : b + cfg.batch]
         row.before_call(pipe)
         timer.start()
-        t = time.perf_counter()
+        t = clock()
         out = pipe(chunk, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
                    **_call_args(pipe, row, cfg)).images
-        mine.append((i, out.float().cpu(), (time.perf_counter() - t) / len(chunk), timer.seconds / len(chunk)))
+        mine.append((i, out.float().cpu(), (clock() - t) / len(chunk), timer.seconds / len(chunk)))
         bar.update(len(chunk) * world)
     parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
     return torch.cat([p[1] for p in parts]), [p[2] for p in parts], [p[3] for p in parts]
@@ -122,7 +124,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     rows = [make_row(m) for m in cfg.methods]
     if not rows or rows[0].name != "plain":
         rows.insert(0, make_row("plain"))  # speed-ups and fidelity are relative to the plain row
-    pipe = load_pipeline(cfg.pipeline)
+    pipe = load_pipeline(cfg.pipeline, dtype=getattr(torch, cfg.dtype), device=cfg.device)
     pipe.set_progress_bar_config(disable=True)
     if cfg.prompts:
         prompts = (cfg.prompts * (cfg.num_images // len(cfg.prompts) + 1))[: cfg.num_images]
@@ -184,7 +186,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
     meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
-            "skipped": skipped}
+            "skipped": skipped, "device": _device_name(cfg.device), "dtype": cfg.dtype}
     full = None
     if cfg.full_size:
         (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
@@ -222,11 +224,11 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
                     for timed in (False, True):
                         row.before_call(pipe)
                         timer.start()
-                        t = time.perf_counter()
+                        t = clock()
                         pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                              **_call_args(pipe, row, cfg))
                         if timed:
-                            e2e.append((time.perf_counter() - t) / len(prompts))
+                            e2e.append((clock() - t) / len(prompts))
                             dn.append(timer.seconds / len(prompts))
             finally:
                 row.detach(pipe)
@@ -258,8 +260,8 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
     Rows that need the real model (calibration on prompts, files made for it, students) are skipped."""
     from .shapes import pixart_alpha_shaped, pixart_alpha_shaped_inputs
 
-    pipe = pixart_alpha_shaped()
-    pipe(**pixart_alpha_shaped_inputs(steps=2, guidance=cfg.guidance))  # warm-up (allocations, kernels)
+    pipe = pixart_alpha_shaped().to(cfg.device)
+    pipe(**pixart_alpha_shaped_inputs(steps=2, guidance=cfg.guidance, device=cfg.device))  # warm-up (allocations, kernels)
     out = []
     for row in tqdm(rows, desc="full-size latency"):
         entry = {"method": row.name, "label": row.label, "peer": row.peer}
@@ -283,12 +285,13 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
         try:
             with _timing(pipe) as timer:
                 for _ in range(cfg.full_size_repeats):
-                    kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance), **row.call_kwargs}
+                    kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, device=cfg.device),
+                          **row.call_kwargs}
                     row.before_call(pipe)
                     timer.start()
-                    t = time.perf_counter()
+                    t = clock()
                     pipe(**kw)
-                    e2e.append(time.perf_counter() - t)
+                    e2e.append(clock() - t)
                     dn.append(timer.seconds)
         finally:
             row.detach(pipe)
@@ -319,9 +322,18 @@ def _f(x, fmt: str) -> str:
     return "-" if x is None else (fmt.format(x) if x != float("inf") else "inf")
 
 
+def _device_name(device: str) -> str:
+    """``cpu``, or the accelerator with its model name (``cuda:0 (NVIDIA ...)``)."""
+    if torch.device(device).type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return str(device)
+
+
 def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
+    device = meta.get("device", "cpu")
+    where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
     head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
-            f"batch {meta['batch']}, {meta['threads']} CPU threads\n\n")
+            f"batch {meta['batch']}, {where}\n\n")
     names = ["method", "fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping (>=0.995)", "GMACs/img"]
     if not quality_only:
         names += ["denoise s/img", "speed-up (denoise)", "e2e s/img", "speed-up (e2e)"]

@@ -176,7 +176,8 @@ def _magcache(spec: str, arg: str) -> Row:
         if getattr(pipe, "text_encoder", None) is None:  # the full-size latency model: calibrate on its own inputs
             from .shapes import pixart_alpha_shaped_inputs
 
-            call = pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed + 999)
+            call = pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed + 999,
+                                              device=pipe.transformer.device)
         else:
             call = dict(prompt=calibration_prompts(min(cfg.batch, 8)), num_inference_steps=cfg.steps,
                         guidance_scale=cfg.guidance, generator=torch.Generator().manual_seed(cfg.seed + 999),

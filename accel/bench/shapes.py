@@ -27,10 +27,11 @@ def pixart_alpha_shaped(dtype: torch.dtype = torch.bfloat16, seed: int = 0, **ov
 
 
 def pixart_alpha_shaped_inputs(batch: int = 1, steps: int = 8, guidance: float = 4.5, seed: int = 0,
-                               dtype: torch.dtype = torch.bfloat16, text_tokens: int = 120) -> dict:
+                               dtype: torch.dtype = torch.bfloat16, text_tokens: int = 120,
+                               device: str | torch.device = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed + 1)
-    emb = torch.randn(batch, text_tokens, 4096, generator=g).to(dtype)
-    mask = torch.ones(batch, text_tokens, dtype=torch.long)
+    emb = torch.randn(batch, text_tokens, 4096, generator=g).to(device, dtype)  # drawn on the CPU: any device alike
+    mask = torch.ones(batch, text_tokens, dtype=torch.long, device=device)
     mask[:, 20:] = 0  # a short caption, padded as T5 pads it
     return dict(prompt_embeds=emb, prompt_attention_mask=mask, negative_prompt=None,
                 negative_prompt_embeds=torch.zeros_like(emb), negative_prompt_attention_mask=mask,

@@ -1,13 +1,13 @@
 """Per-pipeline run state shared by accel's hooks: where the denoising loop is, cached outputs, counters."""
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..timing import clock
 from .policy import CachePolicy
 
 
@@ -113,12 +113,12 @@ class RunState:
         self.record.denoiser_calls += 1
         self._row = self.policy.row(self._offset + self._step) if self.policy is not None else None
         if self.record.t_first is None:
-            self.record.t_first = time.perf_counter()
+            self.record.t_first = clock()
 
     @torch.compiler.disable
     def on_denoiser_return(self) -> None:
         if not self.measuring:
-            self.record.t_last = time.perf_counter()
+            self.record.t_last = clock()
 
     def _begin_call(self, sched, ts) -> None:
         self._timesteps_obj = ts

@@ -80,7 +80,7 @@ def alpha_sigma(scheduler, timestep: torch.Tensor, prediction: str) -> tuple[tor
 
 
 def _b(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+    return x.view(-1, *([1] * (like.dim() - 1))).to(device=like.device, dtype=like.dtype)
 
 
 def to_x0(pred: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction: str) -> torch.Tensor:

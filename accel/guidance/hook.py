@@ -67,7 +67,7 @@ class GuidanceHook(ModelHook):
         p = pred[:, :c_in].float()
         first, second = p[: n // 2], p[n // 2 :]
         cond, uncond = (first, second) if self.cond_first else (second, first)
-        guided = self._combine(cond, uncond, x[: n // 2].float(), t if torch.is_tensor(t) else torch.tensor([t]))
+        guided = self._combine(cond, uncond, x[: n // 2].float(), t if torch.is_tensor(t) else torch.tensor([t], device=x.device))
         self.update_norms.append(float((guided - cond).flatten(1).norm(dim=1).mean()))
         new = pred.clone()
         new[: n // 2, :c_in] = guided.to(pred.dtype)

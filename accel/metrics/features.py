@@ -17,7 +17,7 @@ CLASSIFIER_PATH = WEIGHTS_DIR / "fmnist-classifier.safetensors"
 
 def _batches(x: torch.Tensor, size: int):
     for i in range(0, len(x), size):
-        yield x[i : i + size]
+        yield x[i : i + size].cpu()  # the feature networks run on the CPU, wherever the images were made
 
 
 @lru_cache(maxsize=1)

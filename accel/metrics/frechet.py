@@ -20,7 +20,7 @@ class FeatureStats:
 
     @classmethod
     def of(cls, feats: torch.Tensor | np.ndarray, extractor: str) -> "FeatureStats":
-        f = np.asarray(feats, dtype=np.float64)
+        f = np.asarray(feats.cpu() if isinstance(feats, torch.Tensor) else feats, dtype=np.float64)
         if f.ndim != 2 or f.shape[0] < 2:
             raise ValueError(f"need at least 2 feature rows of shape (N, D), got {f.shape}")
         return cls(f.mean(0), np.cov(f, rowvar=False), f.shape[0], extractor)

@@ -53,19 +53,19 @@ def fd_domain_of_features(features: torch.Tensor | np.ndarray, ref: FeatureStats
 def alignment(images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
     """Share of images the domain classifier assigns to the prompted class (the CLIP-score analogue here)."""
     labels = torch.as_tensor(labels)
-    return float((domain_predict(images) == labels).float().mean())
+    return float((domain_predict(images) == labels.cpu()).float().mean())
 
 
 def class_probability(images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
     """Mean probability the domain classifier gives the prompted class: a continuous companion of ``alignment``
     (it moves with every image, where alignment moves in steps of one image)."""
     labels = torch.as_tensor(labels)
-    return float(domain_logits(images).softmax(1).gather(1, labels[:, None]).mean())
+    return float(domain_logits(images).softmax(1).gather(1, labels.cpu()[:, None]).mean())
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean PSNR (dB) per image against ``reference`` (the unaccelerated output, same seeds); inf if identical."""
-    mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
+    mse = ((images.cpu().double() - reference.cpu().double()) ** 2).flatten(1).mean(1)
     return float((10 * torch.log10(1.0 / mse)).mean())
 
 
@@ -78,7 +78,7 @@ def _gauss(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(images: torch.Tensor, reference: torch.Tensor, window: int = 11) -> float:
     """Mean SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1)."""
-    x, y = images.double(), reference.double()
+    x, y = images.cpu().double(), reference.cpu().double()
     c = x.shape[1]
     w = _gauss(min(window, x.shape[-1] - (1 - x.shape[-1] % 2)))[None, None].repeat(c, 1, 1, 1)
     mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)

@@ -45,6 +45,7 @@ class DCSolverScheduler(UniPCMultistepScheduler):
 
     Example:
         >>> from accel.solvers import DCSolverScheduler
+        >>> # ratios for 5-step calls (num_inference_steps=5): one per step
         >>> pipe.scheduler = DCSolverScheduler.from_config(pipe.scheduler.config, dc_ratios=[1, 1, 1.03, 0.74, 1.2])  # doctest: +SKIP
         >>> # or a file from `accel calibrate --method dc` (searched ratios, CPR for other NFE / guidance):
         >>> accel.apply(pipe, solver=DCSolverScheduler.from_config(pipe.scheduler.config, dc_path="dc.json",
@@ -80,6 +81,7 @@ class DCSolverScheduler(UniPCMultistepScheduler):
             raise ValueError("dc_order must be >= 1")
         self._dc_hist: list[list] = []
         self._ratios: list[float] = []
+        self._t_host: list = []
         self.dc_file: dict | None = None
         if dc_path is not None:
             from accel.calibrate.dc import load_dc
@@ -105,6 +107,7 @@ class DCSolverScheduler(UniPCMultistepScheduler):
     def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
         super().set_timesteps(num_inference_steps, device, *args, **kwargs)
         self._dc_hist = []
+        self._t_host = self.timesteps.tolist()  # read per step without waiting for the accelerator
         n = len(self.timesteps)
         cfg = self.config
         if cfg.dc_ratios is not None:
@@ -132,7 +135,7 @@ class DCSolverScheduler(UniPCMultistepScheduler):
 
     def _compensate(self) -> None:
         i = self.step_index
-        t_new = float(self.timestep_list[-1])
+        t_new = float(self._t_host[i])  # = timestep_list[-1], the current step's timestep
         self._dc_hist.append([t_new, self.model_outputs[-1]])
         rho = self._ratios[i] if i < len(self._ratios) else 1.0
         if i < 2 or rho == 1.0 or len(self._dc_hist) < 2:
