@@ -45,3 +45,11 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["calibrate", "--method", "uniform", "--pipeline", str(tmp_path / "empty"), "--out", "x.json"]) == 2
     assert "neither a reference pipeline" in capsys.readouterr().err
+
+
+def test_device_and_dtype_options(tmp_path, capsys):
+    assert main(["generate", "--device", "nonsense", "--out", str(tmp_path / "g")]) == 2
+    assert "--device nonsense" in capsys.readouterr().err
+    assert main(["generate", "--pipeline", "pixart-eps", "--device", "cpu", "--dtype", "bfloat16", "--steps", "2",
+                 "--out", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / "000.png").exists()

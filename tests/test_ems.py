@@ -123,3 +123,17 @@ def test_ode_path_follows_the_exact_gaussian_flow(flow):
         a, s, _ = _alpha_sigma_t(base, float(lam))
         exact = z * ((a * a * c * c + s * s) / (a_T**2 * c * c + s_T**2)) ** 0.5
         assert float(((x - exact) ** 2).mean() / (exact**2).mean()) < 1e-4
+
+
+def test_guided_denoiser_runs_a_half_precision_model_in_the_callers_precision():
+    """Calibration math stays in float32/64 while a bf16 model runs in bf16 (as on a user's GPU pipeline)."""
+    pipe, call, extra, _ = _pixart()
+    ref = GuidedDenoiser(pipe, call, guidance=4.0, call_kwargs=extra)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    want = ref(x, 500.0)
+    pipe.to(torch.bfloat16)
+    fn = GuidedDenoiser(pipe, {k: v.to(torch.bfloat16) if v is not None and v.is_floating_point() else v
+                               for k, v in call.items()}, guidance=4.0, call_kwargs=extra)
+    got = fn(x, 500.0)
+    assert got.dtype == torch.float32
+    assert (got - want).abs().max() < 0.1 * want.abs().max()  # bf16 rounding, not another function
