@@ -56,7 +56,7 @@ class AccelAttnProcessor:
             key = attn.norm_k(key)
         backend = resolve(self.backend, query.device)
         self.counters[backend.value] = self.counters.get(backend.value, 0) + 1
-        key_mask = _key_padding(attention_mask)
+        key_mask = _key_padding(attention_mask) if backend is Backend.TRITON else None  # (reads the mask)
         if accel_q_index is not None:
             core = self._partial(query, key, value, attention_mask, key_mask, accel_q_index, accel_core_out, backend)
         elif backend is Backend.TRITON and (attention_mask is None or key_mask is not None):
@@ -74,13 +74,17 @@ class AccelAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
     def _kv(self, attn, ctx, cross: bool):
-        # the projected caption is a new tensor every step (PixArt re-projects it), so compare contents
-        if cross and self._text is not None and self._text[0].shape == ctx.shape and torch.equal(self._text[0], ctx):
+        # the same memory, unmodified (accel's call-invariant hook hands one projection to every step, seen
+        # through views) is reused without reading it; a new tensor (PixArt re-projects the caption every
+        # step) is compared by content
+        if cross and self._text is not None and (
+                _same_memory(self._text[0], self._text[1], ctx)
+                or (self._text[0].shape == ctx.shape and torch.equal(self._text[0], ctx))):
             self.counters["text_kv_reused"] = self.counters.get("text_kv_reused", 0) + 1
             return self._text[2], self._text[3]
         key, value = attn.to_k(ctx), attn.to_v(ctx)
         if cross:
-            self._text = (ctx, None, key, value)
+            self._text = (ctx, ctx._version, key, value)
         return key, value
 
     @staticmethod
@@ -94,6 +98,13 @@ class AccelAttnProcessor:
         rows = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
         core_out.scatter_(2, idx[:, None, :, None].expand(-1, query.shape[1], -1, query.shape[3]), rows)
         return core_out
+
+
+def _same_memory(held: torch.Tensor, version: int, x: torch.Tensor) -> bool:
+    """``x`` reads the memory of ``held`` (kept alive, so its address is not reused) the same way, unwritten since
+    ``version`` (views share the version counter)."""
+    return (x.data_ptr() == held.data_ptr() and x.shape == held.shape and x.stride() == held.stride()
+            and x.dtype == held.dtype and x.device == held.device and x._version == version)
 
 
 def _key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -44,3 +44,23 @@ def test_unknown_backend_is_a_clear_error():
     pipe = BUILDERS["pixart"][0]()
     with pytest.raises(ValueError, match="'cuda' is not a valid Backend"):
         accel.apply(pipe, attention="cuda")
+
+
+def test_text_kv_of_the_call_invariant_projection_is_reused_without_reading_it(monkeypatch):
+    """With a cache, the caption projection is one tensor for the whole call: K/V are reused by identity (no
+    content comparison, which would wait for an accelerator at every cross-attention)."""
+    import accel.attention as att_mod
+
+    build, inputs = BUILDERS["pixart"]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 4, 2))
+    ref = images(pipe, **inputs(steps=4))
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 4, 2), attention="torch")
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(att_mod.torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    out = images(pipe, **inputs(steps=4))
+    monkeypatch.undo()
+    assert torch.equal(out, ref)
+    assert accel.stats(pipe).extra["attention"]["text_kv_reused"] > 0 and not compared

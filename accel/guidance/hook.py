@@ -37,8 +37,9 @@ class GuidanceHook(ModelHook):
         self.cond_first = cond_first
         self._record = None
         self._running: torch.Tensor | None = None
-        self.update_norms: list[float] = []
-        self.clips: list[bool] = []
+        # kept as tensors until report(): a float() per step would wait for the accelerator every step
+        self.update_norms: list[torch.Tensor] = []
+        self.clips: list[torch.Tensor] = []
         self._t_pos: int | None = None
 
     def initialize_hook(self, module):
@@ -68,7 +69,7 @@ class GuidanceHook(ModelHook):
         first, second = p[: n // 2], p[n // 2 :]
         cond, uncond = (first, second) if self.cond_first else (second, first)
         guided = self._combine(cond, uncond, x[: n // 2].float(), t if torch.is_tensor(t) else torch.tensor([t], device=x.device))
-        self.update_norms.append(float((guided - cond).flatten(1).norm(dim=1).mean()))
+        self.update_norms.append((guided - cond).flatten(1).norm(dim=1).mean().detach())
         new = pred.clone()
         new[: n // 2, :c_in] = guided.to(pred.dtype)
         new[n // 2 :, :c_in] = guided.to(pred.dtype)
@@ -86,10 +87,11 @@ class GuidanceHook(ModelHook):
         a, s = G.alpha_sigma(self.pipe.scheduler, t, pt)
         d_c, d_u = G.to_x0(cond, x_t, a, s, pt), G.to_x0(uncond, x_t, a, s, pt)
         d, self._running, clipped = G.apg(d_c, d_u, m.scale, m.eta, m.momentum, self._running, m.norm_threshold)
-        self.clips += clipped.tolist()
+        self.clips.append(clipped.detach().reshape(-1))
         return G.from_x0(d, x_t, a, s, pt)
 
     def report(self) -> dict:
-        return {"mean_update_norm": sum(self.update_norms) / len(self.update_norms) if self.update_norms else 0.0,
-                "clip_rate": sum(self.clips) / len(self.clips) if self.clips else 0.0,
+        clips = torch.cat(self.clips).float().cpu() if self.clips else None
+        return {"mean_update_norm": float(torch.stack(self.update_norms).cpu().mean()) if self.update_norms else 0.0,
+                "clip_rate": float(clips.mean()) if clips is not None and len(clips) else 0.0,
                 "guided_calls": len(self.update_norms)}
