@@ -21,6 +21,9 @@ def add_distill_parser(sub) -> None:
     s.add_argument("--work", help="pairs and checkpoints (default: $ACCEL_RUNS/distill-<name>); reruns resume there")
     s.add_argument("--transformer-only", action="store_true", help="write only the student transformer (fp16)")
     s.add_argument("--out", required=True, help="output folder: a diffusers pipeline (or the transformer)")
+    from .cli import add_device_args
+
+    add_device_args(s)  # the student trains in float32 on the same device
     s.set_defaults(fn=run)
 
 
@@ -34,7 +37,7 @@ def run(a) -> None:
     from .distill.train import require_flow
     from .solvers.named import solver_from_name
 
-    pipe = _load(a.pipeline)
+    pipe = _load(a.pipeline, a)
     try:  # before the teacher pairs, which take most of the run
         require_flow(pipe)
         solver_from_name(pipe, a.solver)

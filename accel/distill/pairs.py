@@ -66,7 +66,7 @@ def make_pairs(pipe, prompts: list[str], out_dir: str | Path, cfg: PairConfig, p
                                ).images.float())
                 bar.update(len(xs[-1]))
             tmp = path.with_suffix(".tmp")
-            torch.save({"z": z, "x": torch.cat(xs), "prompt": idx}, tmp)
+            torch.save({"z": z, "x": torch.cat(xs).cpu(), "prompt": idx}, tmp)  # on the CPU, wherever made
             tmp.replace(path)
     finally:
         accel.remove(pipe)
@@ -80,7 +80,7 @@ def load_pairs(out_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.T
     files = sorted(out.glob("pairs-*.pt"))
     if not files:
         raise FileNotFoundError(f"no teacher pairs in {out}; make them with `accel distill` (it starts there)")
-    parts = [torch.load(f) for f in files]
+    parts = [torch.load(f, map_location="cpu") for f in files]
     prompts = [l for l in (out / "prompts.txt").read_text().splitlines() if l]
     return (torch.cat([p["z"] for p in parts]), torch.cat([p["x"] for p in parts]),
             torch.cat([p["prompt"] for p in parts]), prompts)

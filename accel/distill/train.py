@@ -82,6 +82,7 @@ def train_student(pipe, pair_dir: str | Path, ckpt_path: str | Path, cfg: Distil
     t1, sigma1 = one_step_sigma(pipe.scheduler)
     n_train = pipe.scheduler.config.num_train_timesteps
     student = copy.deepcopy(pipe.transformer).float().train()
+    dev = next(student.parameters()).device
     for p in student.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -96,15 +97,15 @@ def train_student(pipe, pair_dir: str | Path, ckpt_path: str | Path, cfg: Distil
     bar = tqdm(range(start, total), initial=start, total=total, desc="distill", disable=not progress)
     for step in bar:
         idx = torch.randint(0, len(z_all), (cfg.batch,), generator=gen)
-        z, x, pi = z_all[idx], x_all[idx], p_all[idx]
+        z, x, pi = z_all[idx].to(dev), x_all[idx].to(dev), p_all[idx].to(emb.device)
         if step < cfg.reflow_steps:
-            s = torch.sigmoid(torch.randn(cfg.batch, generator=gen))
+            s = torch.sigmoid(torch.randn(cfg.batch, generator=gen)).to(dev)  # drawn on the CPU: any device alike
             sv = s.view(-1, 1, 1, 1)
             v = _predict(student, (1 - sv) * x + sv * z, s * n_train, emb[pi], mask[pi])
             loss = F.mse_loss(v, z - x)
             stage = "reflow"
         else:
-            v = _predict(student, z, torch.full((cfg.batch,), t1), emb[pi], mask[pi])
+            v = _predict(student, z, torch.full((cfg.batch,), t1, device=dev), emb[pi], mask[pi])
             loss = F.mse_loss(z - sigma1 * v, x)
             stage = "one-step"
         opt.zero_grad(set_to_none=True)

@@ -55,4 +55,6 @@ class EMA:
         return {"shadow": self.shadow, "updates": self.updates, "decay": self.decay}
 
     def load_state_dict(self, s: dict) -> None:
-        self.shadow, self.updates, self.decay = s["shadow"], s["updates"], s["decay"]
+        """Restore a state (checkpoints load on the CPU: each average goes back to where it was)."""
+        self.shadow = {k: v.to(self.shadow[k].device) if k in self.shadow else v for k, v in s["shadow"].items()}
+        self.updates, self.decay = s["updates"], s["decay"]
