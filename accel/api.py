@@ -365,6 +365,6 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
     full = macs_total * rec.denoiser_calls
     saved = sum((c.reused + c.partial - c.refreshed) * c.macs for c in comps)
     saved += sum(m * hook.hits for m, hook in zip(per_invariant, h.invariant.values()))  # projections reused
-    seconds = (rec.t_last - rec.t_first) if rec.t_first is not None and rec.t_last is not None else 0.0
+    seconds = rec.span.seconds
     extra = {k: fn() for k, fn in h.state.reporters.items()}
     return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

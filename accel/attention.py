@@ -1,7 +1,8 @@
 """accel's attention processor for the cached paths: Triton kernels on CUDA, torch SDPA elsewhere.
 
 - Cross-attention keys and values of the text are computed once per pipeline call and reused at
-  every step while the text is unchanged (compared by value: models re-project the caption each step).
+  every step while the text is unchanged: the same unwritten memory (accel's call-invariant projection)
+  is reused without reading it, a new tensor (models re-project the caption each step) is compared by value.
 - ``accel_q_index`` / ``accel_core_out``: attention for a subset of query tokens against all keys,
   written straight into a cached pre-projection buffer (the partial recompute of token refresh).
 - With the torch backend and no partial recompute the output is bit-identical to diffusers'
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from .kernels.attention import attention_reference
 from .kernels.select import Backend, resolve
+from .timing import version_of
 
 
 class AccelAttnProcessor:
@@ -84,7 +86,7 @@ class AccelAttnProcessor:
             return self._text[2], self._text[3]
         key, value = attn.to_k(ctx), attn.to_v(ctx)
         if cross:
-            self._text = (ctx, ctx._version, key, value)
+            self._text = (ctx, version_of(ctx), key, value)
         return key, value
 
     @staticmethod
@@ -100,11 +102,12 @@ class AccelAttnProcessor:
         return core_out
 
 
-def _same_memory(held: torch.Tensor, version: int, x: torch.Tensor) -> bool:
+def _same_memory(held: torch.Tensor, version: int | None, x: torch.Tensor) -> bool:
     """``x`` reads the memory of ``held`` (kept alive, so its address is not reused) the same way, unwritten since
-    ``version`` (views share the version counter)."""
-    return (x.data_ptr() == held.data_ptr() and x.shape == held.shape and x.stride() == held.stride()
-            and x.dtype == held.dtype and x.device == held.device and x._version == version)
+    ``version`` (views share the version counter; inference-mode tensors have none, so they never match)."""
+    return (version is not None and x.data_ptr() == held.data_ptr() and x.shape == held.shape
+            and x.stride() == held.stride() and x.dtype == held.dtype and x.device == held.device
+            and version_of(x) == version)
 
 
 def _key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -47,7 +47,8 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str) -> str:
-    """``auto``: ``cuda:LOCAL_RANK`` under a launcher, ``cuda`` on a GPU machine, else ``cpu``."""
+    """``auto``: ``cuda:LOCAL_RANK`` under a launcher, ``cuda`` on a GPU machine, else ``cpu``; an indexed CUDA
+    device becomes the process's current device."""
     import os
 
     import torch
@@ -59,10 +60,13 @@ def resolve_device(name: str) -> str:
             raise CLIError(f"--device {name}: {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CLIError(f"--device {name}: torch sees no CUDA device here (torch {torch.__version__})")
-        return name
-    if not torch.cuda.is_available():
+    elif not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    else:
+        name = f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    if torch.device(name).type == "cuda" and torch.device(name).index is not None:
+        torch.cuda.set_device(torch.device(name))  # the current device: default streams, synchronize()
+    return name
 
 
 def _load(name: str, a: argparse.Namespace | None = None):
@@ -115,7 +119,7 @@ def cmd_generate(a) -> None:
     try:
         accel.apply(pipe, cache=parse_cache(a.cache, pipe, call["num_inference_steps"]))
     except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
-        raise CLIError(f"--cache {a.cache}: {e}") from None
+        raise CLIError(f"--cache {a.cache}: {e}" if a.cache else str(e)) from None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = a.prompt or ["a photo of a sneaker"]

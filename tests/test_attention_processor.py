@@ -64,3 +64,16 @@ def test_text_kv_of_the_call_invariant_projection_is_reused_without_reading_it(m
     monkeypatch.undo()
     assert torch.equal(out, ref)
     assert accel.stats(pipe).extra["attention"]["text_kv_reused"] > 0 and not compared
+
+
+def test_inference_mode_calls_run_and_match(monkeypatch):
+    """Inference-mode tensors have no version counter: the projection and K/V reuse fall back to computing or
+    comparing, and the images are the no-grad call's."""
+    build, inputs = BUILDERS["pixart"]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 4, 2), attention="torch")
+    ref = images(pipe, **inputs(steps=4))
+    with torch.inference_mode():
+        out = images(pipe, **inputs(steps=4))
+    assert torch.equal(out, ref)

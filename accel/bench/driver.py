@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..pipelines.data import eval_prompts, label_of_prompt
-from ..timing import clock
+from ..timing import Span, clock, device_of
 from ..pipelines.families import find_denoiser
 from ..dist import gather, rank_world
 from .rows import Row, make_row
@@ -30,22 +30,21 @@ class _DenoiseTimer(ModelHook):
 
     def __init__(self) -> None:
         super().__init__()
-        self.first: float | None = None
-        self.last: float | None = None
+        self.span = Span()
 
     def new_forward(self, module, *args, **kwargs):
-        if self.first is None:
-            self.first = clock()
+        if not self.span.started:
+            self.span.start(device_of(args, kwargs))
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self.last = clock()
+        self.span.stop()
         return out
 
     def start(self) -> None:
-        self.first = self.last = None
+        self.span.reset()
 
     @property
     def seconds(self) -> float:
-        return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+        return self.span.seconds
 
 
 @contextmanager

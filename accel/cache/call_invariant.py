@@ -28,6 +28,8 @@ def _signature(args: tuple, kwargs: dict) -> tuple | None:
     sig = []
     for a in (*args, *kwargs.values()):
         if isinstance(a, torch.Tensor):
+            if a.is_inference():  # no version counter: an in-place write could not be seen, so no reuse
+                return None
             sig.append((id(a), a._version))
         elif a is not None:
             return None

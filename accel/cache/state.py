@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..timing import clock
+from ..timing import Span, device_of
 from .policy import CachePolicy
 
 
@@ -50,8 +50,7 @@ class CallRecord:
     refreshed: list[float] = field(default_factory=list)  # per slot: sum of refreshed token shares
     partial: list[int] = field(default_factory=list)  # per slot: calls that refreshed some tokens
     fast_blocks: int = 0  # block calls served by a block fast path (all components reused)
-    t_first: float | None = None
-    t_last: float | None = None
+    span: Span = field(default_factory=Span)  # first denoiser call's start to the last one's end
     shape_key: tuple | None = None
 
 
@@ -112,13 +111,13 @@ class RunState:
         self.record.steps = self._step + 1
         self.record.denoiser_calls += 1
         self._row = self.policy.row(self._offset + self._step) if self.policy is not None else None
-        if self.record.t_first is None:
-            self.record.t_first = clock()
+        if not self.record.span.started:
+            self.record.span.start(device_of(args, kwargs))
 
     @torch.compiler.disable
     def on_denoiser_return(self) -> None:
         if not self.measuring:
-            self.record.t_last = clock()
+            self.record.span.stop()
 
     def _begin_call(self, sched, ts) -> None:
         self._timesteps_obj = ts

@@ -199,7 +199,7 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
         self.register_to_config(final_sigmas_type="sigma_min")
         self.ems: dict[str, torch.Tensor] | None = None
         self.ems_stamp: dict = {}
-        self._ints_cache: dict[tuple, EMSIntegrals] = {}  # by (timestep lambdas, device)
+        self._ints_cache: dict[tuple, EMSIntegrals] = {}  # by timestep lambdas, device, statistics, settings
         self._ints: EMSIntegrals | None = None
         if ems_path is not None and not degenerated:
             self.ems = load_ems(ems_path)
@@ -220,12 +220,14 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
         # integrate here, before the first model call, so the denoising loop does not wait for it; calls with
         # the same timesteps reuse the integrals
         lams = self._lambdas()
-        key = (tuple(lams.tolist()), str(torch.device(device)) if device is not None else "cpu")
+        cfg = self.config
+        key = (tuple(lams.tolist()), str(torch.device(device)) if device is not None else "cpu", id(self.ems),
+               cfg.integration_points, cfg.solver_order)
         if key not in self._ints_cache:
-            if len(self._ints_cache) >= 4:
+            if len(self._ints_cache) >= 2:  # each holds ~9 latents per step point on the device
                 self._ints_cache.pop(next(iter(self._ints_cache)))
-            self._ints_cache[key] = EMSIntegrals(lams, self.ems, (1, 1, 1), self.config.integration_points,
-                                                 max_order=self.config.solver_order + 1, device=device)
+            self._ints_cache[key] = EMSIntegrals(lams, self.ems, (1, 1, 1), cfg.integration_points,
+                                                 max_order=cfg.solver_order + 1, device=device)
         self._ints = self._ints_cache[key]
 
     def _alpha_sigma(self, i: int) -> tuple[float, float]:
