@@ -92,6 +92,9 @@ def cmd_info(a) -> None:
     from .pipelines.reference import REFERENCES, is_available
 
     print(f"accel {accel.__version__}  torch {torch.__version__}  diffusers {diffusers.__version__}")
+    auto = resolve_device("auto")
+    print(f"--device auto: {auto}" + (f" ({torch.cuda.get_device_name(torch.device(auto))})" if auto != "cpu" else
+                                       " (torch sees no CUDA device)"))
     try:
         import triton
 
