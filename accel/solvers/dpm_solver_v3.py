@@ -154,11 +154,12 @@ def taylor_derivatives(lams: list[float], gs: list[torch.Tensor], pseudo: bool) 
         for i in range(1, n + 1):
             d.append([(d[i - 1][j] - d[i - 1][j + 1]) / (lams[j] - lams[i + j]) for j in range(n - i + 1)])
         return [d[i][0] * math.factorial(i) for i in range(1, n + 1)]
-    r = torch.tensor([[(lams[j] - lams[0]) ** i for i in range(1, n + 1)] for j in range(1, n + 1)], dtype=torch.float64,
-                     device=gs[0].device)
-    rhs = torch.stack([g - gs[0] for g in gs[1:]]).reshape(n, -1)
-    sol = (torch.linalg.inv(r) @ rhs).reshape(n, *gs[0].shape)
-    return [sol[i - 1] * math.factorial(i) for i in range(1, n + 1)]
+    # the n x n system (n <= 3) is solved on the host: its weights combine the device tensors as numbers,
+    # so a step neither copies to nor waits for an accelerator
+    r = torch.tensor([[(lams[j] - lams[0]) ** i for i in range(1, n + 1)] for j in range(1, n + 1)], dtype=torch.float64)
+    w = torch.linalg.inv(r).tolist()
+    diffs = [g - gs[0] for g in gs[1:]]
+    return [math.factorial(i) * sum(w[i - 1][j] * diffs[j] for j in range(n)) for i in range(1, n + 1)]
 
 
 class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
