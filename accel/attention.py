@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .kernels.attention import attention_reference
 from .kernels.select import Backend, resolve
-from .timing import version_of
+from .cache.call_invariant import version_of
 
 
 class AccelAttnProcessor:

@@ -18,11 +18,6 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def version_of(t: torch.Tensor) -> int | None:
-    """The tensor's version counter, or None for an inference-mode tensor (it has none: no reuse by version)."""
-    return None if t.is_inference() else t._version
-
-
 class Span:
     """From ``start`` to the last ``stop``: CUDA events on ``device``'s stream, else host time."""
 

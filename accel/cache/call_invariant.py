@@ -23,14 +23,21 @@ CALL_INVARIANT: dict[str, tuple[str, ...]] = {
 }
 
 
+def version_of(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter, or None for an inference-mode tensor: it has none, so an in-place
+    write could not be seen and nothing may be reused by version."""
+    return None if t.is_inference() else t._version
+
+
 def _signature(args: tuple, kwargs: dict) -> tuple | None:
-    """Identity and version of every tensor argument; None when a non-tensor argument makes reuse unsafe."""
+    """Identity and version of every tensor argument; None when a non-tensor argument (or a tensor without a
+    version counter) makes reuse unsafe."""
     sig = []
     for a in (*args, *kwargs.values()):
         if isinstance(a, torch.Tensor):
-            if a.is_inference():  # no version counter: an in-place write could not be seen, so no reuse
+            if (v := version_of(a)) is None:
                 return None
-            sig.append((id(a), a._version))
+            sig.append((id(a), v))
         elif a is not None:
             return None
     return tuple(sig), tuple(kwargs)
