@@ -66,7 +66,7 @@ def test_text_kv_of_the_call_invariant_projection_is_reused_without_reading_it(m
     assert accel.stats(pipe).extra["attention"]["text_kv_reused"] > 0 and not compared
 
 
-def test_inference_mode_calls_run_and_match(monkeypatch):
+def test_inference_mode_calls_run_and_match():
     """Inference-mode tensors have no version counter: the projection and K/V reuse fall back to computing or
     comparing, and the images are the no-grad call's."""
     build, inputs = BUILDERS["pixart"]
