@@ -78,7 +78,12 @@ def _is_scheduler(obj) -> bool:
 
 @register_solver_handler(_is_scheduler)
 def _scheduler_solver(pipe, obj):
-    sched = obj.from_config(pipe.scheduler.config) if isinstance(obj, type) else obj
+    if isinstance(obj, type):
+        from .solvers.named import scheduler_for_class
+
+        sched = scheduler_for_class(pipe, obj)
+    else:
+        sched = obj
     if hasattr(sched, "check_model"):  # statistics or ratio files made for one model
         sched.check_model(find_denoiser(pipe)[1])
     return sched

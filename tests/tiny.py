@@ -66,6 +66,12 @@ def dit_inputs(batch: int = 1, steps: int = 6, guidance: float = 4.0, seed: int 
                 output_type="np", generator=torch.Generator().manual_seed(seed))
 
 
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1's shipped scheduler config: shift 3, dynamic shifting by image size (the pipeline passes mu)."""
+    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096)
+
+
 def tiny_flux(seed: int = 0) -> FluxPipeline:
     torch.manual_seed(seed)
     tr = FluxTransformer2DModel(
@@ -73,7 +79,7 @@ def tiny_flux(seed: int = 0) -> FluxPipeline:
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 2, 2),
     ).eval()
     vae = _vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
-    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+    return FluxPipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
                         text_encoder_2=None, tokenizer_2=None, transformer=tr)
 
 
@@ -91,7 +97,7 @@ def tiny_sd3(seed: int = 0) -> StableDiffusion3Pipeline:
         joint_attention_dim=32, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4,
     ).eval()
     vae = _vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
-    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=None, tokenizer=None,
                                     text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
                                     transformer=tr)
 

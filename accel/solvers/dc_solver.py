@@ -16,6 +16,8 @@ import torch
 from diffusers import UniPCMultistepScheduler
 from diffusers.configuration_utils import register_to_config
 
+from .noise_schedule import PipelineTimesteps
+
 
 def lagrange_interpolate(ts: Sequence[float], values: Sequence[torch.Tensor], tau: float) -> torch.Tensor:
     """Value at ``tau`` of the Lagrange polynomial through (ts[j], values[j])."""
@@ -40,7 +42,7 @@ def cpr_ratios(coefficients: Sequence[float], nfe: int, guidance: float) -> list
     return [1.0, 1.0][: min(2, nfe)] + rho[2:]
 
 
-class DCSolverScheduler(UniPCMultistepScheduler):
+class DCSolverScheduler(PipelineTimesteps, UniPCMultistepScheduler):
     """UniPC (bh2, data prediction, order 2) with DC-Solver's dynamic compensation.
 
     Example:
@@ -104,8 +106,7 @@ class DCSolverScheduler(UniPCMultistepScheduler):
                 return list(rec["ratios"])
         return cpr_ratios(self.dc_file["cpr_coefficients"], n, g)
 
-    def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
-        super().set_timesteps(num_inference_steps, device, *args, **kwargs)
+    def _on_timesteps(self, device) -> None:
         self._dc_hist = []
         self._t_host = self.timesteps.tolist()  # read per step without waiting for the accelerator
         n = len(self.timesteps)

@@ -31,6 +31,8 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
+from .noise_schedule import PipelineTimesteps
+
 
 def _cumtrapz(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Cumulative trapezoid along dim 0 (starts at 0)."""
@@ -162,7 +164,7 @@ def taylor_derivatives(lams: list[float], gs: list[torch.Tensor], pseudo: bool) 
     return [math.factorial(i) * sum(w[i - 1][j] * diffs[j] for j in range(n)) for i in range(1, n + 1)]
 
 
-class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
+class DPMSolverV3Scheduler(PipelineTimesteps, DPMSolverMultistepScheduler):
     """DPM-Solver-v3 as a diffusers scheduler (data in, ``step`` out), for VP epsilon and flow models.
 
     Example:
@@ -215,8 +217,7 @@ class DPMSolverV3Scheduler(DPMSolverMultistepScheduler):
 
         check_made_for(denoiser, self.ems_stamp, f"the EMS file {self.config.ems_path}", "ems")
 
-    def set_timesteps(self, num_inference_steps: int = None, device=None, *args, **kwargs):
-        super().set_timesteps(num_inference_steps, device, *args, **kwargs)
+    def _on_timesteps(self, device) -> None:
         self._hist: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []  # (point index, x, f, order used)
         # integrate here, before the first model call, so the denoising loop does not wait for it; calls with
         # the same timesteps reuse the integrals

@@ -5,12 +5,16 @@ Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers),
 (DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale); on the
 reference pipelines the files default to the ones shipped with accel,
 ``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.distill.presets``).
-Every scheduler is built from the pipeline's own scheduler config, so the noise schedule and the
-prediction type (epsilon, v, flow) carry over.
+Every scheduler is configured from the pipeline's own noise schedule (``NoiseSchedule.of``): VP from
+its ``alphas_cumprod`` config with its prediction type (epsilon, v), flow matching with the pipeline's
+own scheduler deciding the timesteps (its shift, dynamic shifting with the ``mu`` the pipeline passes,
+custom sigmas).
 """
 from __future__ import annotations
 
 from typing import Callable
+
+from .noise_schedule import NoiseSchedule, follow_pipeline
 
 _NAMED: dict[str, Callable] = {}
 
@@ -47,18 +51,48 @@ def solver_from_name(pipe, name: str):
     return _NAMED[kind](pipe, arg)
 
 
+def build_solver(cls, pipe, **overrides):
+    """``cls`` (a ``PipelineTimesteps`` scheduler class) configured for ``pipe``'s noise schedule."""
+    ns = NoiseSchedule.of(pipe.scheduler)
+    keys = cls._get_init_keys(cls)
+    cfg = {k: v for k, v in ns.solver_config().items() if k in keys}  # the source's own options stay with it
+    return follow_pipeline(cls.from_config(cfg, **overrides), ns)
+
+
+def scheduler_for_class(pipe, cls):
+    """An instance of the scheduler class ``cls`` for ``pipe``: diffusers' DPM-Solver and UniPC (and accel's
+    solvers) configured from the noise schedule, following the pipeline's flow timesteps; any other class
+    from the pipeline scheduler's config, as diffusers swaps schedulers."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    from .baselines import DPMSolverPlusPlus, UniPC
+    from .noise_schedule import PipelineTimesteps
+
+    cls = {DPMSolverMultistepScheduler: DPMSolverPlusPlus, UniPCMultistepScheduler: UniPC}.get(cls, cls)
+    if issubclass(cls, PipelineTimesteps):
+        return build_solver(cls, pipe)
+    return cls.from_config(pipe.scheduler.config)
+
+
+def _no_arg(name: str, arg: str) -> None:
+    if arg:
+        raise ValueError(f"solver {name!r} takes no argument, got {name}:{arg}")
+
+
 @named_solver("dpm++")
 def _dpmpp(pipe, arg: str):
-    from diffusers import DPMSolverMultistepScheduler
+    from .baselines import DPMSolverPlusPlus
 
-    return DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
+    _no_arg("dpm++", arg)
+    return build_solver(DPMSolverPlusPlus, pipe, algorithm_type="dpmsolver++", solver_order=2)
 
 
 @named_solver("unipc")
 def _unipc(pipe, arg: str):
-    from diffusers import UniPCMultistepScheduler
+    from .baselines import UniPC
 
-    return UniPCMultistepScheduler.from_config(pipe.scheduler.config, solver_type="bh2", solver_order=2)
+    _no_arg("unipc", arg)
+    return build_solver(UniPC, pipe, solver_type="bh2", solver_order=2)
 
 
 def shipped_file(pipe, kind: str) -> str | None:
@@ -77,7 +111,7 @@ def _v3(pipe, arg: str):
     path = arg or shipped_file(pipe, "ems")
     if not path:
         raise ValueError("solver 'v3' needs its statistics file: 'v3:EMS_FILE' (from `accel calibrate --method ems`)")
-    return DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path=path)
+    return build_solver(DPMSolverV3Scheduler, pipe, ems_path=path)
 
 
 @named_solver("dc")
@@ -95,7 +129,7 @@ def _dc(pipe, arg: str):
     if not path or g is None:
         raise ValueError("solver 'dc' needs 'dc:RATIO_FILE:GUIDANCE' (ratios from `accel calibrate --method dc`; "
                          "the file may be left out on the reference pipelines: 'dc:4.5')")
-    return DCSolverScheduler.from_config(pipe.scheduler.config, dc_path=path, cpr_guidance_scale=g)
+    return build_solver(DCSolverScheduler, pipe, dc_path=path, cpr_guidance_scale=g)
 
 
 @named_solver("onestep")
