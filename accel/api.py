@@ -21,7 +21,7 @@ from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, Denoiser
 from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
 from .cache.token_refresh import TokenRefresh
-from .pipelines.families import FamilyLayout, find_denoiser, layout_of
+from .pipelines.families import FamilyLayout, UNetLevels, find_denoiser, layout_of
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
 
@@ -68,6 +68,10 @@ def _schedule_file(pipe, path, denoiser) -> CachePolicy:
 
 @register_cache_handler(TokenRefresh)
 def _token_refresh(pipe, policy: TokenRefresh, denoiser) -> CachePolicy:
+    layout = layout_of(denoiser)
+    if isinstance(layout, UNetLevels):
+        raise ValueError("TokenRefresh recomputes tokens of attention and feed-forward components; the UNet's "
+                         "cached components are whole depth levels, so it would skip nothing: use a CacheSchedule")
     return TokenRefresh(policy.interval, policy.ratio)  # a fresh instance per pipeline
 
 
@@ -309,6 +313,11 @@ def _install_attention(handle: AccelHandle, backend: str) -> None:
             mod.set_processor(proc)
             procs.append(proc)
             handle.cleanups.append(lambda m=mod, o=old: m.set_processor(o))
+    if not procs:
+        found = sorted({type(m.processor).__name__ for m in handle.denoiser.modules() if isinstance(m, Attention)})
+        raise ValueError(f"accel's attention processor replaces diffusers' AttnProcessor / AttnProcessor2_0 "
+                         f"(PixArt, DiT, SD / SDXL); this {handle.layout.name} denoiser uses {', '.join(found) or 'none'} "
+                         "(joint text-image attention), which it does not implement yet (TokenRefresh needs it): leave attention=None")
     handle.state.call_listeners.append(lambda: [p.reset() for p in procs])
     handle.state.reporters["attention"] = lambda: {"backend_requested": backend, "processors": len(procs), **counters}
 

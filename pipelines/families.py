@@ -53,6 +53,8 @@ class FamilyLayout:
     always_compute_blocks: tuple[int, ...] = ()
     ffn_components: tuple[str, ...] = ("ff",)  # BAC's Bubbling Union refreshes errors before these
     cfg_cond_first: bool = False  # order of the CFG batch the pipeline builds (DiT: cond first)
+    model_timestep_scale: float = 1.0  # the denoiser gets the scheduler's timestep times this (FLUX: 1/1000)
+    packed_latents: bool = False  # latents as 2x2-patch tokens [B, rows * cols, 4C] with img_ids (FLUX)
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -129,6 +131,7 @@ FLUX = register_family(FamilyLayout(
         BlockGroup("single_transformer_blocks", (("attn", "attn"), ("proj_mlp", "proj_mlp"), ("proj_out", "proj_out"))),
     ),
     ffn_components=("ff", "ff_context", "proj_mlp"),
+    model_timestep_scale=1e-3, packed_latents=True,
 ))
 SD3 = register_family(FamilyLayout(
     "sd3", ("SD3Transformer2DModel",),

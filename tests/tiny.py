@@ -72,11 +72,13 @@ def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
                                            base_image_seq_len=256, max_image_seq_len=4096)
 
 
-def tiny_flux(seed: int = 0) -> FluxPipeline:
+def tiny_flux(seed: int = 0, guidance_embeds: bool = False) -> FluxPipeline:
+    """FLUX.1 shape; ``guidance_embeds=True`` is the guidance-distilled kind (FLUX.1-dev: no CFG, a guidance input)."""
     torch.manual_seed(seed)
     tr = FluxTransformer2DModel(
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 2, 2),
+        guidance_embeds=guidance_embeds,
     ).eval()
     vae = _vae(latent_channels=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
     return FluxPipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=None, tokenizer=None,
@@ -84,10 +86,15 @@ def tiny_flux(seed: int = 0) -> FluxPipeline:
 
 
 def flux_inputs(batch: int = 1, steps: int = 6, guidance: float = 1.0, seed: int = 0, size: int = 16) -> dict:
+    """``guidance`` > 1 is FLUX's true CFG (``true_cfg_scale`` with negative embeddings: two denoiser calls a step)."""
     g = torch.Generator().manual_seed(seed + 1000)
-    return dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
-                num_inference_steps=steps, height=size, width=size, output_type="pt",
-                generator=torch.Generator().manual_seed(seed))
+    kw = dict(prompt_embeds=torch.randn(batch, 5, 32, generator=g), pooled_prompt_embeds=torch.randn(batch, 16, generator=g),
+              num_inference_steps=steps, height=size, width=size, output_type="pt",
+              generator=torch.Generator().manual_seed(seed))
+    if guidance > 1:
+        kw.update(true_cfg_scale=guidance, negative_prompt_embeds=torch.zeros(batch, 5, 32),
+                  negative_pooled_prompt_embeds=torch.zeros(batch, 16))
+    return kw
 
 
 def tiny_sd3(seed: int = 0) -> StableDiffusion3Pipeline:

@@ -55,6 +55,7 @@ class ComponentCacheHook(ModelHook):
 
             out = partial_forward(module, self.fn_ref.original_forward, cached, args, kwargs)
             if out is not None:
+                self.state.count_partial(self.slot, cached.fraction)
                 return out
         elif cached is not None:
             return cached

@@ -162,9 +162,12 @@ class RunState:
             return self._reuse(slot, hit)
         if len(hit) < 3:
             return None
-        self.record.refreshed[slot] += float(dec)
+        return Refresh(float(dec), hit)  # counted by count_partial once the component really did it
+
+    def count_partial(self, slot: int, fraction: float) -> None:
+        """Count a partial recompute of ``slot`` (``fraction`` of its tokens)."""
+        self.record.refreshed[slot] += fraction
         self.record.partial[slot] += 1
-        return Refresh(float(dec), hit)
 
     @torch.compiler.disable
     def lookup_block(self, slots: list[int], x: torch.Tensor) -> tuple[list, list[bool]] | None:

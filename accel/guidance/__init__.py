@@ -12,7 +12,8 @@ def _attach(handle, method) -> None:
         raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
     if isinstance(method, APG):
         prediction_type(pipe.scheduler)  # fail at apply time on unsupported predictions
-    hook = GuidanceHook(method, pipe, handle.state, handle.layout.cfg_cond_first)
+    lay = handle.layout
+    hook = GuidanceHook(method, pipe, handle.state, lay.cfg_cond_first, lay.model_timestep_scale, lay.packed_latents)
     handle.add_hook(handle.denoiser, hook, GUIDANCE_HOOK)
     handle.state.reporters["guidance"] = hook.report
 

@@ -103,3 +103,16 @@ def from_x0(x0: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: tor
     if prediction == "flow_prediction":
         return (x_t - x0) / s
     raise ValueError(f"unsupported prediction type {prediction!r}")
+
+
+def unpack_tokens(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """FLUX's packed latents [B, rows * cols, 4C] (2x2 patches as tokens) -> [B, C, 2 rows, 2 cols]."""
+    b, _, d = x.shape
+    c = d // 4
+    return x.view(b, rows, cols, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, 2 * rows, 2 * cols)
+
+
+def pack_tokens(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``unpack_tokens``."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), 4 * c)

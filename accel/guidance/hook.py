@@ -1,42 +1,82 @@
-"""The guidance hook: rewrites the denoiser's CFG batch so the pipeline's own ``u + w (c - u)`` yields
-accel's guided prediction (both halves set to it), without forking the pipeline.
+"""The guidance hook: turns the pipeline's own classifier-free guidance into accel's guided prediction,
+without forking the pipeline. Both forms of CFG are served:
 
-A CFG batch is recognised by its two identical latent halves (every classic pipeline builds it with
-``cat([latents] * 2)``); other calls pass through untouched.
+- one batched call (PixArt, SD, SDXL, SD3, DiT): the CFG batch is recognised by its two identical latent
+  halves (``cat([latents] * 2)``); both halves of the output are set to the guided prediction, so the
+  pipeline's ``u + w (c - u)`` yields it;
+- two calls per step (FLUX's true CFG, and any pipeline that calls the denoiser once per branch): the
+  second call of a step passes the same latents tensor as the first; the first call's output (already
+  returned, not yet combined) is overwritten in place with the guided prediction and the second call
+  returns it too, so ``u + w (c - u)`` again yields it for any w. The first call is the conditional one
+  unless the pipeline's cache context names it "uncond".
+
+A pipeline call with neither form (guidance-distilled FLUX, guidance_scale <= 1) has nothing to guide:
+the hook passes it through and warns once.
 """
 from __future__ import annotations
 
 import inspect
+import warnings
+from dataclasses import dataclass
 
 import torch
 from diffusers.hooks import ModelHook
+from diffusers.hooks.hooks import StateManager
 
 from ..cache.state import RunState
+from ..solvers.noise_schedule import NoiseSchedule
 from . import functional as G
 from .methods import APG, FrequencyAwareCFG
 
 GUIDANCE_HOOK = "accel.guidance"
 _SAMPLE_ARGS = ("hidden_states", "sample")
+NOTHING_TO_GUIDE = ("accel guidance: this pipeline call has no classifier-free guidance (one denoiser call per step, "
+                    "no CFG batch), so there is nothing to guide and the output is the plain one; pass "
+                    "guidance_scale > 1 (FLUX: true_cfg_scale > 1 and a negative prompt)")
 
 
 def prediction_type(scheduler) -> str:
-    pt = getattr(scheduler.config, "prediction_type", None)
-    if pt is None and "FlowMatch" in type(scheduler).__name__:
-        return "flow_prediction"
-    if pt not in ("epsilon", "v_prediction", "flow_prediction"):
-        raise ValueError(f"guidance supports epsilon, v and flow predictions; the scheduler says {pt!r}")
-    return pt
+    """The prediction type of a pipeline's scheduler (``NoiseSchedule``), or a clear error."""
+    return NoiseSchedule.of(scheduler).prediction_type
+
+
+class _ContextState:
+    """Empty per-context state: the hook only reads the name of the context the pipeline sets."""
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class _Pending:
+    """The first call of a step in two-call CFG: its latents (identity marks the step) and output."""
+
+    x: torch.Tensor
+    t: torch.Tensor | float
+    pred: torch.Tensor
+    uncond: bool
 
 
 class GuidanceHook(ModelHook):
-    def __init__(self, method: APG | FrequencyAwareCFG, pipe, state: RunState, cond_first: bool) -> None:
+    _is_stateful = True  # so diffusers hands it the cache context ("cond" / "uncond") a pipeline sets
+
+    def __init__(self, method: APG | FrequencyAwareCFG, pipe, state: RunState, cond_first: bool,
+                 timestep_scale: float = 1.0, packed: bool = False) -> None:
         super().__init__()
         self.method = method
         self.pipe = pipe
         self.state = state
         self.cond_first = cond_first
+        self.timestep_scale = timestep_scale
+        self.packed = packed
+        self.context = StateManager(_ContextState)
         self._record = None
         self._running: torch.Tensor | None = None
+        self._pending: _Pending | None = None
+        self._unguided_steps = 0
+        self.warned = False
+        self._schedule: tuple[object, NoiseSchedule] | None = None
+        self._grid: tuple[torch.Tensor, tuple[int, int]] | None = None
         # kept as tensors until report(): a float() per step would wait for the accelerator every step
         self.update_norms: list[torch.Tensor] = []
         self.clips: list[torch.Tensor] = []
@@ -45,6 +85,10 @@ class GuidanceHook(ModelHook):
     def initialize_hook(self, module):
         params = list(inspect.signature(module.forward).parameters)
         self._t_pos = params.index("timestep") if "timestep" in params else None
+        return module
+
+    def reset_state(self, module):
+        self._pending = None
         return module
 
     def new_forward(self, module, *args, **kwargs):
@@ -57,34 +101,91 @@ class GuidanceHook(ModelHook):
             return out
         x = next((kwargs[k] for k in _SAMPLE_ARGS if k in kwargs), args[0] if args else None)
         t = kwargs.get("timestep", args[self._t_pos] if self._t_pos is not None and len(args) > self._t_pos else None)
+        if t is None or x is None:
+            return out
+        if self.state.record is not self._record:  # a new pipeline call: fresh momentum and statistics
+            self._record, self._running, self._pending = self.state.record, None, None
+            self._unguided_steps = 0
+            self.update_norms, self.clips = [], []
         pred = out.sample if hasattr(out, "sample") else out[0]
         n = x.shape[0]
-        if n % 2 or t is None or not torch.equal(x[: n // 2], x[n // 2 :]):
-            return out  # not a CFG batch
-        if self.state.record is not self._record:  # a new pipeline call: fresh momentum and statistics
-            self._record, self._running = self.state.record, None
-            self.update_norms, self.clips = [], []
-        c_in = x.shape[1]
-        p = pred[:, :c_in].float()
-        first, second = p[: n // 2], p[n // 2 :]
-        cond, uncond = (first, second) if self.cond_first else (second, first)
-        guided = self._combine(cond, uncond, x[: n // 2].float(), t if torch.is_tensor(t) else torch.tensor([t], device=x.device))
-        self.update_norms.append((guided - cond).flatten(1).norm(dim=1).mean().detach())
-        new = pred.clone()
-        new[: n // 2, :c_in] = guided.to(pred.dtype)
-        new[n // 2 :, :c_in] = guided.to(pred.dtype)
+        if n % 2 == 0 and torch.equal(x[: n // 2], x[n // 2:]):  # one batched CFG call
+            first, second = self._part(pred[: n // 2], x), self._part(pred[n // 2:], x)
+            cond, uncond = (first, second) if self.cond_first else (second, first)
+            guided = self._guided(cond, uncond, x[: n // 2], t, kwargs).to(pred.dtype)
+            new = pred.clone()
+            self._part(new[: n // 2], x).copy_(guided)
+            self._part(new[n // 2:], x).copy_(guided)
+            return self._replace(out, new)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.x is x:  # the second call of a two-call CFG step
+            first, second = self._part(pending.pred, x), self._part(pred, x)
+            cond, uncond = (second, first) if pending.uncond else (first, second)
+            guided = self._guided(cond, uncond, x, t, kwargs).to(pred.dtype)
+            first.copy_(guided)  # the first output, held by the pipeline until it combines the two
+            new = pred.clone()
+            self._part(new, x).copy_(guided)
+            return self._replace(out, new)
+        if pending is not None:  # the previous step had one call and no CFG batch
+            self._unguided_steps += 1
+            if not self.warned:
+                self.warned = True
+                warnings.warn(NOTHING_TO_GUIDE, UserWarning, stacklevel=2)
+        self._pending = _Pending(x, t, pred, uncond=self._context_name() == "uncond")
+        return out
+
+    def _context_name(self) -> str | None:
+        try:
+            return self.context.context.name
+        except ValueError:  # the pipeline sets no cache context
+            return None
+
+    @staticmethod
+    def _part(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The prediction of x (DiT's learned-sigma channels left out): a view."""
+        return pred if pred.shape[1:] == x.shape[1:] else pred[:, : x.shape[1]]
+
+    @staticmethod
+    def _replace(out, new):
         if hasattr(out, "sample"):
             out.sample = new
             return out
         return (new, *out[1:])
 
-    def _combine(self, cond, uncond, x_t, t):
+    def _noise_schedule(self) -> NoiseSchedule:
+        sched = self.pipe.scheduler
+        if self._schedule is None or self._schedule[0] is not sched:
+            self._schedule = (sched, NoiseSchedule.of(sched))
+        return self._schedule[1]
+
+    def _spatial(self, v: torch.Tensor, kwargs) -> torch.Tensor:
+        """Packed FLUX tokens as a [B, C, H, W] image (grid from img_ids, read once per ids tensor)."""
+        if not self.packed:
+            return v
+        ids = kwargs.get("img_ids")
+        if ids is None:
+            raise ValueError("frequency-aware CFG on packed latents needs the img_ids the pipeline passes")
+        if self._grid is None or self._grid[0] is not ids:
+            ids2 = ids[-1] if ids.dim() == 3 else ids
+            self._grid = (ids, (int(ids2[:, 1].max()) + 1, int(ids2[:, 2].max()) + 1))
+        return G.unpack_tokens(v, *self._grid[1])
+
+    def _guided(self, cond, uncond, x_t, t, kwargs) -> torch.Tensor:
+        guided = self._combine(cond.float(), uncond.float(), x_t.float(), t, kwargs)
+        self.update_norms.append((guided - cond.float()).flatten(1).norm(dim=1).mean().detach())
+        return guided
+
+    def _combine(self, cond, uncond, x_t, t, kwargs):
         m = self.method
         if isinstance(m, FrequencyAwareCFG):
-            return G.frequency_aware_cfg(cond, uncond, m.scale_low, m.scale_high, m.cutoff)
-        pt = prediction_type(self.pipe.scheduler)
+            c, u = self._spatial(cond, kwargs), self._spatial(uncond, kwargs)
+            out = G.frequency_aware_cfg(c, u, m.scale_low, m.scale_high, m.cutoff)
+            return G.pack_tokens(out) if self.packed else out
+        ns = self._noise_schedule()
+        t = t if torch.is_tensor(t) else torch.tensor([t], device=x_t.device)
         t = t.flatten()[: cond.shape[0]] if t.numel() > 1 else t.flatten().expand(cond.shape[0])
-        a, s = G.alpha_sigma(self.pipe.scheduler, t, pt)
+        a, s = ns.alpha_sigma(t.float() / self.timestep_scale)
+        pt = ns.prediction_type
         d_c, d_u = G.to_x0(cond, x_t, a, s, pt), G.to_x0(uncond, x_t, a, s, pt)
         d, self._running, clipped = G.apg(d_c, d_u, m.scale, m.eta, m.momentum, self._running, m.norm_threshold)
         self.clips.append(clipped.detach().reshape(-1))
