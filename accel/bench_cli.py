@@ -7,8 +7,9 @@ from pathlib import Path
 def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.rows import make_row
-    from .cli import CLIError, resolve_device
+    from .cli import CLIError, check_call_args, resolve_device
 
+    check_call_args(a)
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
     for m in methods:  # fail before loading anything
         try:
@@ -21,13 +22,18 @@ def _run(a) -> None:
         if not Path(a.prompts).exists():
             raise CLIError(f"prompt file {a.prompts!r} not found")
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
+        if not prompts:
+            raise CLIError(f"prompt file {a.prompts!r} has no prompts")
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
-                      timing_rounds=a.timing_rounds, device=resolve_device(a.device), dtype=a.dtype)
+                      timing_rounds=a.timing_rounds, height=a.height, width=a.width, device=resolve_device(a.device),
+                      dtype=a.dtype)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
+        raise CLIError(str(e)) from None
+    except ValueError as e:  # prompts a class-conditional pipeline lacks, a size a pipeline cannot take
         raise CLIError(str(e)) from None
     if not results:  # another process of `accelerate launch`: rank 0 writes
         return
@@ -73,7 +79,8 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")
-    from .cli import add_device_args
+    from .cli import add_call_args, add_device_args
 
+    add_call_args(s)
     add_device_args(s)
     s.set_defaults(fn=_run)

@@ -83,6 +83,30 @@ def _load(name: str, a: argparse.Namespace | None = None):
         raise CLIError(str(e)) from None
 
 
+def _class_conditional(pipe) -> bool:
+    from .pipelines.calls import is_class_conditional
+
+    return is_class_conditional(pipe)
+
+
+def add_call_args(p: argparse.ArgumentParser) -> None:
+    """``--height`` / ``--width`` of the pipeline calls a subcommand makes."""
+    p.add_argument("--height", type=int, help="image height in pixels (default: the pipeline's own)")
+    p.add_argument("--width", type=int, help="image width in pixels (default: the pipeline's own)")
+
+
+def check_call_args(a: argparse.Namespace) -> None:
+    """Bad numbers refused before anything loads: steps, images and sizes below 1, a negative guidance scale."""
+    for name, minimum in (("steps", 1), ("num_images", 1), ("height", 1), ("width", 1), ("batch", 1)):
+        value = getattr(a, name, None)
+        if value is not None and value < minimum:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+    for name in ("guidance",):
+        value = getattr(a, name, None)
+        if value is not None and value < 0:
+            raise CLIError(f"--{name} must not be negative, got {value}")
+
+
 def cmd_info(a) -> None:
     import diffusers
     import torch
@@ -114,19 +138,26 @@ def cmd_generate(a) -> None:
 
     import accel
 
+    from .pipelines.calls import call_kwargs, default_prompts
+
+    check_call_args(a)
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
-    call = dict(getattr(pipe, "accel_defaults", {}))  # a one-step pipeline's defaults fix steps and guidance
-    for key, value, default in (("num_inference_steps", a.steps, 20), ("guidance_scale", a.guidance, 4.5)):
-        call[key] = value if value is not None else call.get(key, default)
+    defaults = getattr(pipe, "accel_defaults", {})  # a one-step pipeline's defaults fix steps and guidance
+    steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
+    guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
+    prompts = a.prompt or (["a photo of a sneaker"] if not _class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
     try:
-        accel.apply(pipe, cache=parse_cache(a.cache, pipe, call["num_inference_steps"]))
+        call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width)
+    except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size
+        raise CLIError(str(e)) from None
+    try:
+        accel.apply(pipe, cache=parse_cache(a.cache, pipe, steps))
     except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
         raise CLIError(f"--cache {a.cache}: {e}" if a.cache else str(e)) from None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    prompts = a.prompt or ["a photo of a sneaker"]
-    result = pipe(prompts, generator=torch.Generator().manual_seed(a.seed), **call)
+    result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
     for i, img in enumerate(result.images):
         img.save(out / f"{i:03d}.png")
     print(accel.stats(pipe))
@@ -142,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("generate", help="generate images with an (accelerated) pipeline")
     s.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="reference name or local pipeline folder")
-    s.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    s.add_argument("--prompt", action="append", help="a prompt (repeatable); a class name on class-conditional "
+                                                      "pipelines (DiT)")
     s.add_argument("--steps", type=int, help="num_inference_steps (default: the pipeline's, else 20)")
     s.add_argument("--guidance", type=float, help="guidance_scale (default: the pipeline's, else 4.5)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", help="schedule JSON, 'full' or 'uniform:K'")
     s.add_argument("--out", default="outputs/generate")
+    add_call_args(s)
     add_device_args(s)
     s.set_defaults(fn=cmd_generate)
 

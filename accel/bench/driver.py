@@ -16,6 +16,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional
 from ..pipelines.data import eval_prompts, label_of_prompt
 from ..timing import Span, clock, device_of
 from ..pipelines.families import find_denoiser
@@ -75,14 +76,23 @@ class BenchConfig:
     full_size: bool = False  # also time every row on a full-size PixArt-alpha-shaped transformer
     full_size_repeats: int = 1
     timing_rounds: int = 3  # interleaved timing passes over all rows after generation (0: time the generation)
+    height: int | None = None  # image size of every call (None: the pipeline's own)
+    width: int | None = None
     device: str = "cpu"  # where the pipeline (and the full-size one) runs
     dtype: str = "float32"  # the pipeline's weights: float32, float16 or bfloat16
     extra: dict = field(default_factory=dict)
 
 
-def _call_args(pipe, row: Row, cfg: BenchConfig) -> dict:
-    return {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, **getattr(pipe, "accel_defaults", {}),
-            **row.call_kwargs}
+def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
+    """The call on ``prompts``: the bench's steps, guidance and size; a one-step pipeline's defaults fix its steps
+    and guidance; the row's own arguments last."""
+    kw = call_kwargs(pipe, prompts, cfg.steps, cfg.guidance, cfg.height, cfg.width)
+    fixed = {k: v for k, v in getattr(pipe, "accel_defaults", {}).items() if k in ("num_inference_steps", "guidance_scale")}
+    kw.update(fixed)
+    if "guidance_scale" in fixed:
+        kw.update(condition(pipe, prompts, fixed["guidance_scale"]))
+    kw.update(row.call_kwargs)
+    return kw
 
 
 def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar, rank: int = 0,
@@ -97,8 +107,8 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
         row.before_call(pipe)
         timer.start()
         t = clock()
-        out = pipe(chunk, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
-                   **_call_args(pipe, row, cfg)).images
+        out = pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
+                   **_call_args(pipe, row, cfg, chunk)).images
         mine.append((i, out.float().cpu(), (clock() - t) / len(chunk), timer.seconds / len(chunk)))
         bar.update(len(chunk) * world)
     parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
@@ -110,7 +120,7 @@ def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> floa
     _, den = find_denoiser(pipe)
     row.before_call(pipe)
     with FlopCounterMode(display=False) as fc:
-        pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, row, cfg))
+        pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, row, cfg, prompts))
     counts = fc.get_flop_counts()
     key = type(den).__name__
     return sum(counts.get(key, {}).values()) / 2 / len(prompts)
@@ -128,8 +138,12 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     if cfg.prompts:
         prompts = (cfg.prompts * (cfg.num_images // len(cfg.prompts) + 1))[: cfg.num_images]
         labels = [label_of_prompt(p) for p in prompts]
+    elif is_class_conditional(pipe):
+        prompts = default_prompts(pipe, cfg.num_images, seed=cfg.seed)
+        labels = [None] * len(prompts)
     else:
         prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
+    condition(pipe, prompts[:1] + prompts[-1:])  # a prompt a class-conditional pipeline lacks: refused before any row
     rank, world = rank_world()
     if world > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // world))
@@ -157,8 +171,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         try:
             with _timing(pipe) as timer:
                 row.before_call(pipe)  # warm-up call, excluded from the timings
-                pipe(prompts[: cfg.batch], output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
-                     **_call_args(pipe, row, cfg))
+                pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                     **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
                 bar.update(cfg.batch)
                 imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
                 macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
@@ -224,8 +238,8 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
                         row.before_call(pipe)
                         timer.start()
                         t = clock()
-                        pipe(prompts, output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
-                             **_call_args(pipe, row, cfg))
+                        pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                             **_call_args(pipe, row, cfg, prompts))
                         if timed:
                             e2e.append((clock() - t) / len(prompts))
                             dn.append(timer.seconds / len(prompts))
