@@ -7,7 +7,7 @@ import argparse
 def add_calibrate_parser(sub) -> None:
     from .calibrate import METHODS
     from .calibrate.cli_common import add_shared_args
-    from .cli import add_device_args
+    from .cli import add_call_args, add_device_args, check_call_args
 
     s = sub.add_parser("calibrate", help="calibrate a cache schedule or solver statistics for a pipeline")
     s.add_argument("--method", required=True, choices=sorted(METHODS), help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
@@ -15,7 +15,13 @@ def add_calibrate_parser(sub) -> None:
     s.add_argument("--steps", type=int, default=20, help="num_inference_steps the artefact is made for")
     s.add_argument("--out", required=True, help="output file (or directory, for methods that write several)")
     add_shared_args(s)
+    add_call_args(s)
     add_device_args(s)
     for m in METHODS.values():
         m.add_args(s)
-    s.set_defaults(fn=lambda a: METHODS[a.method].run(a))
+
+    def run(a) -> None:
+        check_call_args(a)
+        METHODS[a.method].run(a)
+
+    s.set_defaults(fn=run)

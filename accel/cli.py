@@ -152,12 +152,26 @@ def cmd_generate(a) -> None:
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size
         raise CLIError(str(e)) from None
     try:
-        accel.apply(pipe, cache=parse_cache(a.cache, pipe, steps))
+        cache = parse_cache(a.cache, pipe, steps)
     except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
-        raise CLIError(f"--cache {a.cache}: {e}" if a.cache else str(e)) from None
+        raise CLIError(f"--cache {a.cache}: {e}") from None
+    try:
+        from .guidance.spec import call_scale, guidance_from_spec
+        from .solvers.named import with_guidance
+
+        method = guidance_from_spec(a.guidance_method) if a.guidance_method else None
+        if method is not None and a.guidance is None:
+            call.update(call_kwargs(pipe, prompts, steps, call_scale(method), a.height, a.width))
+        solver = with_guidance(a.solver, call.get("guidance_scale", guidance)) if a.solver else None
+        accel.apply(pipe, cache=cache, solver=solver, guidance=method)
+    except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:  # a file for another model, ...
+        raise CLIError(str(e)) from None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
+    try:
+        result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
+    except FloatingPointError as e:  # a solver that refuses to hand back non-finite latents
+        raise CLIError(str(e)) from None
     for i, img in enumerate(result.images):
         img.save(out / f"{i:03d}.png")
     print(accel.stats(pipe))
@@ -179,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--guidance", type=float, help="guidance_scale (default: the pipeline's, else 4.5)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", help="schedule JSON, 'full' or 'uniform:K'")
+    s.add_argument("--solver", help="a solver name: dpm++, unipc, v3[:EMS_FILE], dc[:RATIO_FILE][:GUIDANCE], "
+                                    "onestep:PRESET")
+    s.add_argument("--guidance-method", help="apg:W[:ETA:MOMENTUM:R] or facfg:W_LOW:W_HIGH[:CUTOFF] (sets the call's "
+                                             "guidance scale unless --guidance is given)")
     s.add_argument("--out", default="outputs/generate")
     add_call_args(s)
     add_device_args(s)

@@ -241,9 +241,14 @@ class LatencyModel:
         return self.t_fixed + self.sec_per_block_step * block_steps + self.sec_per_mac * computed_macs
 
 
-def prompt_batches(prompts: list[str], batch: int) -> list[dict]:
-    """Calibration calls from prompts: one dict of varying call arguments per batch."""
-    return [{"prompt": prompts[i : i + batch]} for i in range(0, len(prompts), batch)]
+def prompt_batches(prompts: list[str], batch: int, pipe=None, guidance: float | None = None) -> list[dict]:
+    """Calibration calls from prompts: one dict of varying call arguments per batch; with ``pipe``, its own
+    conditioning (class labels on DiT, true CFG on undistilled FLUX: ``accel.pipelines.calls.condition``)."""
+    if pipe is None:
+        return [{"prompt": prompts[i : i + batch]} for i in range(0, len(prompts), batch)]
+    from accel.pipelines.calls import condition
+
+    return [condition(pipe, prompts[i : i + batch], guidance) for i in range(0, len(prompts), batch)]
 
 
 def _call(pipe, call: dict, steps: int, guidance: float, seed: int, kwargs: dict):
@@ -312,11 +317,13 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
     return table
 
 
-def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = 2.0,
+def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = None,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
                   call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0,
                   reuse: str = "hold", max_gap: int | None = None) -> accel.CacheSchedule:
-    """Calibrate a BAC schedule meeting a target speed-up of the denoising loop (or a MACs fraction).
+    """Calibrate a BAC schedule within a budget: a fraction of the component MACs (default 0.5: the budget
+    does not depend on timings), or a target speed-up of the denoising loop predicted by a latency model timed
+    on this machine. Blocks the family must always compute (the UNet's shallowest level) are never reused.
 
     ``reuse="taylor"`` (an accel extension) plans for forecast reuse: the scheduler scores reused steps by the
     similarity of the first-order forecast (``acs_all_forecast``) and the schedule is saved with that reuse mode.
@@ -332,8 +339,12 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         >>> sched = calibrate_bac(pipe, calls, steps=20, speedup=2.5)  # doctest: +SKIP
         >>> sched.save("bac.json"); accel.apply(pipe, cache=sched)  # doctest: +SKIP
     """
-    if (speedup is None) == (macs_fraction is None):
-        raise ValueError("give exactly one budget: speedup or macs_fraction")
+    if speedup is not None and macs_fraction is not None:
+        raise ValueError("give one budget: speedup or macs_fraction")
+    if speedup is None and macs_fraction is None:
+        macs_fraction = 0.5
+    if macs_fraction is not None and not 0 < macs_fraction <= 1:
+        raise ValueError(f"macs_fraction must be in (0, 1], got {macs_fraction}")
     if allocation not in ("uniform", "greedy"):
         raise ValueError(f"allocation must be 'uniform' (the paper's one M) or 'greedy', not {allocation!r}")
     accel.schedule.check_reuse(reuse)
@@ -351,6 +362,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     h_slots = [(r.block, r.component) for blk in blocks for r in blk]
     ffn = {layout.component_names.index(c) for c in layout.ffn_components if c in layout.component_names}
     n_blocks, n_comps = len(blocks), len(layout.component_names)
+    always = set(layout.always_compute_blocks)  # e.g. the UNet level carrying the fresh skip connection
     full_macs = steps * sum(comp_macs)  # component MACs per denoiser call x steps; only the ratio matters
     sims = stats.similarity[:, warmup:, warmup:]  # the scheduler plans the steps after the warm-up
 
@@ -374,6 +386,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         """Update steps for per-component counts after the Bubbling Union, their MACs and predicted speed-up."""
         ups = bubbling_union([curves[s][1][c - 1] for s, c in enumerate(counts)], stats.error, h_slots, ffn,
                              top_k)
+        ups = [set(range(steps)) if h_slots[s][0] in always else u for s, u in enumerate(ups)]
         macs = sum(len(u) * comp_macs[s] for s, u in enumerate(ups))
         if model is None:
             return ups, macs, None
@@ -414,7 +427,9 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     if chosen is None:  # the last candidate is the smallest: one update per component (or the fewest max_gap allows)
         best = f"{pred:.2f}x predicted" if pred else f"{macs / full_macs:.1%} of the MACs"
         raise ValueError(f"budget not reachable with BAC on this pipeline: at the fewest updates per component {best}"
-                         + (f" (max_gap {max_gap})" if max_gap is not None else ""))
+                         + (f" (max_gap {max_gap})" if max_gap is not None else "")
+                         + (" (the UNet's shallowest level always computes)" if always else "")
+                         + "; give a larger budget")
     m, ups, macs, pred = chosen
     table = build_table(ups, h_slots, steps, n_blocks, n_comps)
     meta = {"updates_per_component": m, "allocation": allocation, "warmup": warmup, "max_gap": max_gap, "top_k": top_k,
@@ -426,8 +441,10 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
 
 
 def _cli_args(p) -> None:
-    p.add_argument("--speedup", type=float, help="target speed-up of the denoising loop (default 2.0)")
-    p.add_argument("--macs-fraction", type=float, help="budget as the fraction of component MACs computed instead")
+    p.add_argument("--speedup", type=float, help="budget as a target speed-up of the denoising loop, predicted by a "
+                                                 "latency model timed on this machine")
+    p.add_argument("--macs-fraction", type=float, help="budget as the fraction of component MACs computed (default "
+                                                       "0.5 when --speedup is not given)")
     p.add_argument("--metric", default="cosine", choices=("cosine", "l1", "mse"))
     p.add_argument("--top-k", type=int, default=3, help="Bubbling Union: components refreshed with downstream FFNs")
     p.add_argument("--max-gap", type=int, default=None,
@@ -441,17 +458,16 @@ def _cli_args(p) -> None:
 def _cli_run(a) -> None:
     from accel.cli import CLIError, _load
 
-    from .cli_common import read_prompts
+    from .cli_common import read_prompts, size_args
 
-    prompts = read_prompts(a)
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
-    speedup = a.speedup if a.speedup is not None or a.macs_fraction is not None else 2.0
+    prompts = read_prompts(a, pipe)
     try:
-        sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch), steps=a.steps, guidance=a.guidance,
-                              speedup=speedup, macs_fraction=a.macs_fraction, metric=a.metric, top_k=a.top_k,
-                              seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse,
-                              max_gap=a.max_gap)
+        sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch, pipe, a.guidance), steps=a.steps,
+                              guidance=a.guidance, speedup=a.speedup, macs_fraction=a.macs_fraction, metric=a.metric,
+                              top_k=a.top_k, seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse,
+                              max_gap=a.max_gap, call_kwargs=size_args(a, pipe))
     except ValueError as e:
         raise CLIError(str(e)) from None
     path = sched.save(a.out)

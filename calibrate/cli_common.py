@@ -20,9 +20,10 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
                         "(forecast from the last two updates, and bac plans the updates for it; an accel option)")
 
 
-def read_prompts(a: argparse.Namespace) -> list[str]:
+def read_prompts(a: argparse.Namespace, pipe=None) -> list[str]:
+    """The calibration prompts: ``--prompts FILE`` (refused when missing or empty), else ``--num-prompts`` defaults
+    for ``pipe`` (class names on class-conditional pipelines, else the reference calibration prompts)."""
     from accel.cli import CLIError
-    from accel.pipelines.data import calibration_prompts
 
     if a.prompts:
         path = Path(a.prompts)
@@ -31,5 +32,30 @@ def read_prompts(a: argparse.Namespace) -> list[str]:
         prompts = [l.strip() for l in path.read_text().splitlines() if l.strip()]
         if not prompts:
             raise CLIError(f"prompt file {a.prompts!r} has no prompts")
-        return prompts
-    return calibration_prompts(a.num_prompts, seed=a.seed + 1)
+    elif pipe is not None:
+        from accel.pipelines.calls import default_prompts
+
+        prompts = default_prompts(pipe, a.num_prompts, seed=a.seed + 1, calibration=True)
+    else:
+        from accel.pipelines.data import calibration_prompts
+
+        prompts = calibration_prompts(a.num_prompts, seed=a.seed + 1)
+    if pipe is not None:
+        from accel.pipelines.calls import condition
+
+        try:
+            condition(pipe, prompts)
+        except ValueError as e:  # prompts a class-conditional pipeline does not know
+            raise CLIError(str(e)) from None
+    return prompts
+
+
+def size_args(a: argparse.Namespace, pipe) -> dict:
+    """``--height`` / ``--width`` as call arguments of ``pipe`` (a clear error where it has a fixed size)."""
+    from accel.cli import CLIError
+    from accel.pipelines.calls import size_kwargs
+
+    try:
+        return size_kwargs(pipe, getattr(a, "height", None), getattr(a, "width", None))
+    except ValueError as e:
+        raise CLIError(str(e)) from None

@@ -46,14 +46,24 @@ class Trajectory:
         return best if best is not None else self.latents[0]
 
 
+def _scale_in(scheduler, x: torch.Tensor, t) -> torch.Tensor:
+    """The model input at ``t`` (FlowMatch schedulers take the latents as they are)."""
+    return scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+
+
+def _set_timesteps(scheduler, steps: int, fn) -> None:
+    """``set_timesteps`` with what the pipeline passes its scheduler (FLUX's ``mu``, captured by ``fn``)."""
+    scheduler.set_timesteps(steps, **getattr(fn, "timestep_kwargs", {}))
+
+
 @torch.no_grad()
 def sample(fn, scheduler, noise: torch.Tensor, steps: int, record: bool = False) -> tuple[torch.Tensor, Trajectory | None]:
     """Solve the guided ODE with ``scheduler`` from ``noise``; optionally record every step's latent."""
-    scheduler.set_timesteps(steps)
-    x = noise * scheduler.init_noise_sigma
+    _set_timesteps(scheduler, steps, fn)
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
     traj = Trajectory([float(scheduler.sigmas[0])], [x.clone()]) if record else None
     for i, t in enumerate(scheduler.timesteps):
-        m = fn(scheduler.scale_model_input(x, t), t)
+        m = fn(_scale_in(scheduler, x, t), t)
         x = scheduler.step(m, t, x).prev_sample
         if traj is not None:
             traj.sigmas.append(float(scheduler.sigmas[i + 1]))
@@ -63,24 +73,34 @@ def sample(fn, scheduler, noise: torch.Tensor, steps: int, record: bool = False)
 
 def _corrected(sched, fn, x_pred: torch.Tensor, t_next) -> torch.Tensor:
     """UniPC's corrector of the next step applied to ``x_pred`` (what the next ``step`` would do first)."""
-    m = fn(sched.scale_model_input(x_pred, t_next), t_next)
+    m = fn(_scale_in(sched, x_pred, t_next), t_next)
     mo = sched.convert_model_output(m, sample=x_pred)
     return sched.multistep_uni_c_bh_update(this_model_output=mo, last_sample=sched.last_sample, this_sample=x_pred,
                                            order=sched.this_order)
 
 
+def dc_solver(source, **overrides) -> DCSolverScheduler:
+    """A DC-Solver for the noise schedule of ``source`` (a pipeline's scheduler, or a scheduler config as before)."""
+    if isinstance(source, dict) or not hasattr(source, "config"):
+        return DCSolverScheduler.from_config(source, **overrides)
+    from accel.solvers.named import build_solver_for
+
+    return build_solver_for(DCSolverScheduler, source, **overrides)
+
+
 @torch.no_grad()
 def search_ratios(fn, config, noise: torch.Tensor, nfe: int, gt: Trajectory, bounds: tuple[float, float] = (0.5, 1.5),
                   max_evals: int = 20) -> tuple[list[float], float]:
-    """Greedy per-step search of DC-Solver's ratios for one NFE; returns the ratios and the final MSE."""
+    """Greedy per-step search of DC-Solver's ratios for one NFE; returns the ratios and the final MSE.
+    ``config``: the pipeline's scheduler (or a scheduler config)."""
     from scipy.optimize import minimize_scalar
 
-    sched = DCSolverScheduler.from_config(config, dc_ratios=[1.0] * nfe)
-    sched.set_timesteps(nfe)
+    sched = dc_solver(config, dc_ratios=[1.0] * nfe)
+    _set_timesteps(sched, nfe, fn)
     x = noise * sched.init_noise_sigma
     ts = list(sched.timesteps)
     for i, t in enumerate(ts):
-        m = fn(sched.scale_model_input(x, t), t)
+        m = fn(_scale_in(sched, x, t), t)
         if i >= 2:
             sigma_next = float(sched.sigmas[i + 1])
             target = gt.at_or_above(sigma_next) if i + 1 < nfe else gt.latents[-1]
@@ -109,20 +129,20 @@ def refine_ratios(fn, config, noise: torch.Tensor, nfe: int, target: torch.Tenso
 
     if nfe <= 2:
         return list(ratios), float("nan")
-    base = DCSolverScheduler.from_config(config, dc_ratios=list(ratios))
-    base.set_timesteps(nfe)
+    base = dc_solver(config, dc_ratios=list(ratios))
+    _set_timesteps(base, nfe, fn)
     x = noise * base.init_noise_sigma
     ts = list(base.timesteps)
     for t in ts[:2]:  # the first two steps do not depend on the ratios
-        x = base.step(fn(base.scale_model_input(x, t), t), t, x).prev_sample
-    m2 = fn(base.scale_model_input(x, ts[2]), ts[2])
+        x = base.step(fn(_scale_in(base, x, t), t), t, x).prev_sample
+    m2 = fn(_scale_in(base, x, ts[2]), ts[2])
 
     def final(free) -> torch.Tensor:
         sch = copy.deepcopy(base)
         sch._ratios[2:] = [float(v) for v in free]
         xx = sch.step(m2, ts[2], x).prev_sample
         for t in ts[3:]:
-            xx = sch.step(fn(sch.scale_model_input(xx, t), t), t, xx).prev_sample
+            xx = sch.step(fn(_scale_in(sch, xx, t), t), t, xx).prev_sample
         return xx
 
     def loss(free) -> float:
@@ -157,13 +177,14 @@ def fit_cpr(records: list[dict], ridge: float = 1e-4) -> list[float]:
 
 def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[float], gt_steps: int = 200,
                  seed: int = 0, progress: bool = True, objective: str = "steps",
-                 bounds: tuple[float, float] = (0.5, 1.5)) -> dict:
+                 bounds: tuple[float, float] = (0.5, 1.5), call_kwargs: dict | None = None) -> dict:
     """Search ratios for every (NFE, guidance) and fit CPR; returns the content of a DC ratio file.
     ``objective``: ``"steps"`` (the paper: greedy, each step against the ground truth at its noise level) or
     ``"final"`` (then refined jointly on the final latent, ``refine_ratios``)."""
     if objective not in ("steps", "final"):
         raise ValueError(f"objective must be 'steps' or 'final', not {objective!r}")
-    from accel.pipelines.families import find_denoiser, latent_hw
+    from accel.pipelines.calls import condition
+    from accel.pipelines.families import find_denoiser
     from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
@@ -172,16 +193,16 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
     records = []
     bar = tqdm(total=len(nfes) * len(guidances), desc="dc: ratio search", disable=not progress)
     for g in guidances:
-        fn = GuidedDenoiser(pipe, {"prompt": prompts}, g)
-        shape = (fn.batch, fn.channels, *latent_hw(pipe))
+        fn = GuidedDenoiser(pipe, condition(pipe, prompts, g), g, call_kwargs)
+        shape = (fn.batch, *fn.latent_shape)
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(den.device)  # the same on every device
-        gt_sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        gt_sched = type(pipe.scheduler).from_config(pipe.scheduler.config)  # the pipeline's own solver
         _, gt = sample(fn, gt_sched, noise, gt_steps, record=True)
         for nfe in nfes:
-            x_unipc, _ = sample(fn, DCSolverScheduler.from_config(pipe.scheduler.config), noise, nfe)
-            ratios, mse = search_ratios(fn, pipe.scheduler.config, noise, nfe, gt, bounds)
+            x_unipc, _ = sample(fn, dc_solver(pipe.scheduler), noise, nfe)
+            ratios, mse = search_ratios(fn, pipe.scheduler, noise, nfe, gt, bounds)
             if objective == "final":
-                ratios, mse = refine_ratios(fn, pipe.scheduler.config, noise, nfe, gt.latents[-1], ratios, bounds)
+                ratios, mse = refine_ratios(fn, pipe.scheduler, noise, nfe, gt.latents[-1], ratios, bounds)
             unipc_mse = float(torch.mean((x_unipc.float() - gt.latents[-1].float()) ** 2))
             records.append({"nfe": nfe, "guidance": g, "ratios": ratios, "mse": mse, "unipc_mse": unipc_mse})
             bar.set_postfix(nfe=nfe, g=g, mse=f"{mse:.4f}", unipc=f"{unipc_mse:.4f}")
@@ -216,15 +237,28 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
-    from accel.cli import _load
-    from accel.pipelines.data import calibration_prompts
+    from accel.cli import CLIError, _load
 
+    from .cli_common import read_prompts, size_args
+
+    try:
+        nfes = [int(v) for v in a.nfe.split(",")]
+        gs = [float(v) for v in a.guidances.split(",")]
+    except ValueError:
+        raise CLIError(f"--nfe {a.nfe} / --guidances {a.guidances}: comma-separated numbers expected") from None
+    if min(nfes) < 1 or min(gs) < 0 or a.num_datapoints < 1 or a.gt_steps <= max(nfes):
+        raise CLIError("DC needs --nfe values >= 1, --guidances >= 0, --num-datapoints >= 1 and --gt-steps above "
+                       "every NFE")
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
-    nfes = [int(v) for v in a.nfe.split(",")]
-    gs = [float(v) for v in a.guidances.split(",")]
-    content = calibrate_dc(pipe, calibration_prompts(a.num_datapoints, seed=a.seed + 1), nfes, gs, a.gt_steps, a.seed,
-                           objective=a.objective)
+    if a.prompts:  # the datapoints: the file's prompts (cycled to --num-datapoints)
+        prompts = read_prompts(a, pipe)
+    else:
+        a.num_prompts = a.num_datapoints
+        prompts = read_prompts(a, pipe)
+    prompts = (prompts * (a.num_datapoints // len(prompts) + 1))[: a.num_datapoints]
+    content = calibrate_dc(pipe, prompts, nfes, gs, a.gt_steps, a.seed, objective=a.objective,
+                           call_kwargs=size_args(a, pipe) or None)
     save_dc(a.out, content)
     for r in content["searched"]:
         print(f"NFE {r['nfe']:>2} guidance {r['guidance']:g}: MSE {r['mse']:.5f} (UniPC {r['unipc_mse']:.5f}) "

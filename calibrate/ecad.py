@@ -149,6 +149,7 @@ class ScheduleEvaluator:
         for c in st.components:
             self.slot_macs[c.block, self.layout.component_names.index(c.component)] += c.macs
         self.present = self.slot_macs > 0
+        self.present[:, list(self.layout.always_compute_blocks)] = False  # computed at every step, never a gene
         # the gene deciding each present slot, in the order of ``table[:, present]``: its own, or its block's
         blocks_of_slots = np.nonzero(self.present)[0]
         self.gene_of_slot = (np.searchsorted(np.unique(blocks_of_slots), blocks_of_slots) if cfg.granularity == "block"
@@ -481,22 +482,24 @@ def _cli_run(a) -> None:
     from accel.cli import CLIError, _load
 
     from .bac import prompt_batches
-    from .cli_common import read_prompts
+    from .cli_common import read_prompts, size_args
 
     try:
         import pymoo  # noqa: F401
     except ImportError:
         raise CLIError("ECAD searches with pymoo's NSGA-II: pip install 'accel[calibrate]'") from None
-    prompts = read_prompts(a)
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
+    prompts = read_prompts(a, pipe)
+    size = size_args(a, pipe)
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
                          reuse=a.reuse, cost=a.cost, max_cost=a.max_cost, granularity=a.granularity)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
-        res = run_ecad(pipe, prompt_batches(prompts, a.batch), a.out, cfg)
+        res = run_ecad(pipe, prompt_batches(prompts, a.batch, pipe, cfg.call_guidance()), a.out, cfg,
+                       call_kwargs=size or None)
     except ValueError as e:
         raise CLIError(str(e)) from None
     print(f"ECAD front: {len(res.front)} schedules -> {a.out}/index.json, front.png")

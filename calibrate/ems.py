@@ -26,42 +26,53 @@ import torch
 from tqdm.auto import tqdm
 
 from accel.guidance.functional import to_x0
-from accel.guidance.hook import prediction_type
+from accel.solvers.noise_schedule import NoiseSchedule
 
 
 SMOOTH_HALF_WIDTH = 0.25  # lambda units
+MIN_SAMPLES = 16  # the CLI's floor: s = Cov(f, f') / Var(f) from fewer samples diverges
 
 
-def _alpha_sigma_t(scheduler, lam: float) -> tuple[float, float, float]:
-    """alpha, sigma and the (continuous) model timestep at half-logSNR ``lam``."""
-    pt = prediction_type(scheduler)
-    n = scheduler.config.num_train_timesteps
-    if pt == "flow_prediction" or getattr(scheduler.config, "use_flow_sigmas", False):
+def _schedule(ns) -> NoiseSchedule:
+    return ns if isinstance(ns, NoiseSchedule) else NoiseSchedule.of(ns)
+
+
+def _alpha_sigma_t(ns: NoiseSchedule, lam: float) -> tuple[float, float, float]:
+    """alpha, sigma and the (continuous) scheduler timestep at half-logSNR ``lam`` (``ns``: or a scheduler)."""
+    ns = _schedule(ns)
+    n = ns.num_train_timesteps
+    if ns.is_flow:
         sigma = 1.0 / (1.0 + math.exp(lam))
         return 1.0 - sigma, sigma, sigma * n
     a2 = 1.0 / (1.0 + math.exp(-2 * lam))
-    log_acp = torch.log(scheduler.alphas_cumprod.double()).numpy()  # decreasing in t
+    log_acp = torch.log(ns.alphas_cumprod.double()).numpy()  # decreasing in t
     t = float(np.interp(math.log(a2), log_acp[::-1], np.arange(len(log_acp))[::-1]))
     return math.sqrt(a2), math.sqrt(1 - a2), t
 
 
-def _alpha_sigma_of_t(scheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha and sigma as differentiable functions of the continuous model timestep (inverse of ``_alpha_sigma_t``)."""
-    if prediction_type(scheduler) == "flow_prediction" or getattr(scheduler.config, "use_flow_sigmas", False):
-        sigma = t / scheduler.config.num_train_timesteps
+def _alpha_sigma_of_t(ns: NoiseSchedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha and sigma as differentiable functions of the continuous timestep (inverse of ``_alpha_sigma_t``)."""
+    ns = _schedule(ns)
+    if ns.is_flow:
+        sigma = t / ns.num_train_timesteps
         return 1 - sigma, sigma
-    log_acp = torch.log(scheduler.alphas_cumprod.double())
+    log_acp = torch.log(ns.alphas_cumprod.double())
     i = t.detach().clamp(0, len(log_acp) - 2).floor().long()
     la2 = log_acp[i] + (t - i) * (log_acp[i + 1] - log_acp[i])  # piecewise linear, as np.interp inverts it
     return torch.exp(la2 / 2), torch.sqrt(-torch.expm1(la2))
 
 
-def lambda_range(scheduler, steps: int = 1000) -> tuple[float, float]:
-    """lambda at the most and the least noisy ends of the scheduler's sampling range."""
-    scheduler.set_timesteps(steps)
+def lambda_range(scheduler, steps: int = 1000, **timestep_kwargs) -> tuple[float, float]:
+    """lambda at the most and the least noisy ends of the sampling range of a DPM-Solver built for ``scheduler``'s
+    noise schedule (``timestep_kwargs``: what the pipeline passes its scheduler, e.g. FLUX's ``mu``)."""
+    from accel.solvers.baselines import DPMSolverPlusPlus
+    from accel.solvers.named import build_solver_for
+
+    solver = build_solver_for(DPMSolverPlusPlus, scheduler)
+    solver.set_timesteps(steps, **timestep_kwargs)
     lams = []
-    for sig in (scheduler.sigmas[0], scheduler.sigmas[-2]):
-        a, s = scheduler._sigma_to_alpha_sigma_t(sig.double())
+    for sig in (solver.sigmas[0], solver.sigmas[-2]):
+        a, s = solver._sigma_to_alpha_sigma_t(sig.double())
         lams.append(math.log(float(a)) - math.log(float(s)))
     return lams[0], lams[1]
 
@@ -90,13 +101,14 @@ def compute_ems_chunked(chunks: list[tuple], scheduler, grid_points: int = 100, 
 def ode_path(fn, scheduler, z: torch.Tensor, lams: np.ndarray, refine: int = 4) -> list[torch.Tensor]:
     """x at each of ``lams`` (increasing) on the ODE path of ``fn`` from x = z at lams[0]: DPM-Solver++ 2M in
     lambda (data prediction) with ``refine`` substeps per grid interval."""
-    pt = prediction_type(scheduler)
+    ns = NoiseSchedule.of(scheduler)
+    pt = ns.prediction_type
     x, x0_prev, h_prev, out = z.clone(), None, None, [z.clone()]
     for k in range(len(lams) - 1):
         sub = np.linspace(lams[k], lams[k + 1], refine + 1)
         for j in range(refine):
-            a_s, s_s, t = _alpha_sigma_t(scheduler, float(sub[j]))
-            a_t, s_t, _ = _alpha_sigma_t(scheduler, float(sub[j + 1]))
+            a_s, s_s, t = _alpha_sigma_t(ns, float(sub[j]))
+            a_t, s_t, _ = _alpha_sigma_t(ns, float(sub[j + 1]))
             x0 = to_x0(fn(x, t), x, torch.tensor(a_s, device=x.device), torch.tensor(s_s, device=x.device), pt)
             h = float(sub[j + 1] - sub[j])
             d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
@@ -107,8 +119,9 @@ def ode_path(fn, scheduler, z: torch.Tensor, lams: np.ndarray, refine: int = 4) 
 
 
 def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
-    pt = prediction_type(scheduler)
-    lam_t, lam_0 = lambda_range(scheduler)
+    ns = NoiseSchedule.of(scheduler)
+    pt = ns.prediction_type
+    lam_t, lam_0 = lambda_range(scheduler, **getattr(chunks[0][0], "timestep_kwargs", {}))
     lams = np.linspace(lam_t, lam_0, grid_points + 1)
     noise = []  # per chunk: z (the path's noise) and v (Hutchinson's probe), reused by both passes
     for c, (_, x0) in enumerate(chunks):
@@ -131,7 +144,7 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
 
     ls = []
     for k, lam in enumerate(tqdm(lams, desc="ems: l (Hutchinson)", disable=not progress)):
-        a, s, t = _alpha_sigma_t(scheduler, float(lam))
+        a, s, t = _alpha_sigma_t(ns, float(lam))
         acc = 0.0
         for c, ((fn, _), (_, v)) in enumerate(zip(chunks, noise)):
             x = x_at(c, k, a, s)
@@ -150,11 +163,11 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
         dl = torch.nn.functional.conv1d(pad, kernel.view(1, 1, -1)).squeeze(1).T.reshape(dl.shape)
     ss, bs = [], []
     for k, lam in enumerate(tqdm(lams, desc="ems: s, b", disable=not progress)):
-        a, s, t = _alpha_sigma_t(scheduler, float(lam))
+        a, s, t = _alpha_sigma_t(ns, float(lam))
         da = s * s if pt != "flow_prediction" else s  # d log alpha / d lambda (VP: sigma^2; flow: sigma)
         # dt/dlambda by differences that stay inside the schedule (t is clamped past its ends)
         lo, hi = max(float(lam) - 1e-3, lams[0]), min(float(lam) + 1e-3, lams[-1])
-        dt = (_alpha_sigma_t(scheduler, hi)[2] - _alpha_sigma_t(scheduler, lo)[2]) / (hi - lo)
+        dt = (_alpha_sigma_t(ns, hi)[2] - _alpha_sigma_t(ns, lo)[2]) / (hi - lo)
         sums = [0.0] * 5  # f, f', f f', f^2, f'^2 summed over samples
         for c, (fn, _) in enumerate(chunks):
             x = x_at(c, k, a, s)
@@ -162,7 +175,7 @@ def _compute_ems(chunks, scheduler, grid_points, seed, progress, path):
             x_dot = (da * x - s * eps).to(x.dtype)
             # alpha and sigma move with t inside the JVP: for flow models eps = x + alpha v depends on t through
             # alpha as well as through the network (for epsilon models they cancel)
-            eps, deps = torch.func.jvp(lambda xx, tt: eps_of(fn, xx, tt, *_alpha_sigma_of_t(scheduler, tt)),
+            eps, deps = torch.func.jvp(lambda xx, tt: eps_of(fn, xx, tt, *_alpha_sigma_of_t(ns, tt)),
                                        (x, torch.tensor(float(t), dtype=torch.float64)),
                                        (x_dot, torch.tensor(float(dt), dtype=torch.float64)))
             eps, deps, xd = eps.double(), deps.double(), x.double()
@@ -230,8 +243,9 @@ def reference_data_latents(pipe, n: int, seed: int = 0) -> tuple[torch.Tensor, l
 def _cli_args(p) -> None:
     p.add_argument("--num-samples", type=int, default=64, help="data latents the statistics average over")
     p.add_argument("--grid-points", type=int, default=100, help="lambda grid intervals")
-    p.add_argument("--data", default="real", choices=("real", "samples", "paths"),
-                   help="real: dataset images through the VAE, noised (reference pipelines); samples: the model's own, "
+    p.add_argument("--data", default=None, choices=("real", "samples", "paths"),
+                   help="default: real on the reference pipelines, paths elsewhere. "
+                        "real: dataset images through the VAE, noised (reference pipelines); samples: the model's own, "
                         "generated at --guidance with --sample-steps steps, noised; paths: x_t on the guided ODE's own "
                         "paths from noise (an accel option, see `accel.calibrate.ems`)")
     p.add_argument("--sample-steps", type=int, default=50, help="steps of the pipeline's scheduler for --data samples")
@@ -244,52 +258,57 @@ def _cli_run(a) -> None:
     import json
 
     from accel.cli import CLIError, _load
+    from accel.pipelines.calls import condition
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
+
+    from .cli_common import read_prompts, size_args
     from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
 
+    if a.num_samples < MIN_SAMPLES:
+        raise CLIError(f"--num-samples {a.num_samples}: s and b are covariances over the samples; fewer than "
+                       f"{MIN_SAMPLES} give statistics that make DPM-Solver-v3 diverge (64 suffice on the reference "
+                       "pipelines, the paper uses 1,024)")
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
     ref = getattr(pipe, "accel_reference", None)
-    if a.data == "real":
+    data = a.data or ("real" if ref is not None else "paths")  # a user's model: its own guided ODE paths
+    size = size_args(a, pipe)
+    if data == "real":
         if ref is None:
-            raise CLIError("--data real needs a reference pipeline (its dataset is known); use --data samples")
+            raise CLIError("--data real needs a reference pipeline (its dataset is known); use --data paths or samples")
         x0, prompts = reference_data_latents(pipe, a.num_samples, a.seed)
     else:  # samples, paths: the model's own, on prompts
-        if a.prompts:
-            if not Path(a.prompts).exists():
-                raise CLIError(f"--prompts {a.prompts}: no such file")
-            prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()][: a.num_samples]
-        elif ref is not None:
+        prompts = read_prompts(a, pipe) if a.prompts or ref is None else None
+        if prompts is None:
             from accel.pipelines.data import calibration_prompts
 
             prompts = calibration_prompts(a.num_samples, seed=a.seed + 1)
-        else:
-            raise CLIError(f"--data {a.data} needs --prompts FILE")
+        prompts = (prompts * (a.num_samples // len(prompts) + 1))[: a.num_samples]
     starts = range(0, len(prompts), a.batch)
-    fns = [GuidedDenoiser(pipe, {"prompt": prompts[i : i + a.batch]}, a.guidance) for i in starts]
-    if a.data == "paths":  # the paths start from noise: x0 only gives the shape
-        from accel.pipelines.families import latent_hw
-
-        x0 = torch.zeros(len(prompts), fns[0].channels, *latent_hw(pipe), device=fns[0].den.device)
-    elif a.data == "samples":
-        x0 = torch.cat([pipe(prompts[i : i + a.batch], num_inference_steps=a.sample_steps, guidance_scale=a.guidance,
-                             output_type="latent", generator=torch.Generator().manual_seed(a.seed + i),
-                             **getattr(pipe, "accel_defaults", {})).images.float()
+    fns = [GuidedDenoiser(pipe, condition(pipe, prompts[i : i + a.batch], a.guidance), a.guidance, size)
+           for i in tqdm(starts, desc="ems: capturing the denoiser's inputs")]
+    if data == "paths":  # the paths start from noise: x0 only gives the shape
+        x0 = torch.zeros(len(prompts), *fns[0].latent_shape, device=fns[0].den.device)
+    elif data == "samples":
+        x0 = torch.cat([pipe(num_inference_steps=a.sample_steps, guidance_scale=a.guidance, output_type="latent",
+                             generator=torch.Generator().manual_seed(a.seed + i),
+                             **{**getattr(pipe, "accel_defaults", {}), **size},
+                             **condition(pipe, prompts[i : i + a.batch], a.guidance)).images.float()
                         for i in tqdm(starts, desc="ems: samples")])
     chunks = [(fn, x0[i : i + a.batch]) for fn, i in zip(fns, starts)]
     lams, l, s, b = compute_ems_chunked(chunks, pipe.scheduler, a.grid_points, a.seed,
-                                        path="ode" if a.data == "paths" else "noised")
+                                        path="ode" if data == "paths" else "noised")
     if a.reduce == "channel":
         l, s, b = (average_over_positions(v) for v in (l, s, b))
     _, den = find_denoiser(pipe)
     stamp = made_for(den)
     save_ems(a.out, lams, l, s, b, {"fingerprint": stamp["fingerprint"], "weights": json.dumps(stamp["weights"]),
                                    "guidance": str(a.guidance),
-                                   "data": a.data, "num_samples": str(len(x0)), "reduce": a.reduce})
-    print(f"EMS on {len(lams)} lambda points from {len(x0)} {a.data} samples ({a.reduce} reduce) -> {a.out}")
+                                   "data": data, "num_samples": str(len(x0)), "reduce": a.reduce})
+    print(f"EMS on {len(lams)} lambda points from {len(x0)} {data} samples ({a.reduce} reduce) -> {a.out}")
 
 
 from .registry import CalibrationMethod, register  # noqa: E402

@@ -167,13 +167,20 @@ def _calibration_call(fam: str):
 def test_calibrate_bac_on_every_family(fam):
     pipe, call, kw = _calibration_call(fam)
     guidance = 1.0 if fam == "flux" else 4.0
-    sched = calibrate_bac(pipe, [call, call], steps=8, guidance=guidance, speedup=None, macs_fraction=0.5,
+    budget = 0.7 if fam == "unet" else 0.5  # the UNet's shallowest level (over half its MACs here) always computes
+    sched = calibrate_bac(pipe, [call, call], steps=8, guidance=guidance, speedup=None, macs_fraction=budget,
                           call_kwargs=kw)
     assert sched.method == "bac" and sched.table.shape[0] == 8 and sched.table[0].all()
-    assert sched.metadata["component_macs_fraction"] <= 0.5
-    greedy = calibrate_bac(pipe, [call], steps=8, guidance=guidance, speedup=None, macs_fraction=0.5, call_kwargs=kw,
+    assert sched.metadata["component_macs_fraction"] <= budget
+    greedy = calibrate_bac(pipe, [call], steps=8, guidance=guidance, speedup=None, macs_fraction=budget, call_kwargs=kw,
                            allocation="greedy")
-    assert greedy.table[0].all() and greedy.metadata["component_macs_fraction"] <= 0.5
+    assert greedy.table[0].all() and greedy.metadata["component_macs_fraction"] <= budget
+    _, den = find_denoiser(pipe)
+    for b in layout_of(den).always_compute_blocks:
+        assert sched.table[:, b].all() and greedy.table[:, b].all()  # never reused by a calibrated schedule
+    if fam == "unet":
+        with pytest.raises(ValueError, match="shallowest level always computes"):
+            calibrate_bac(pipe, [call], steps=8, guidance=guidance, macs_fraction=0.3, call_kwargs=kw)
     _, den = find_denoiser(pipe)
     n_slots = sum(len(b) for b in layout_of(den).blocks(den))
     assert len(greedy.metadata["updates_per_component"]) == n_slots  # one count per component

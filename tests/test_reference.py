@@ -73,8 +73,8 @@ def test_calibrate_ems_stamps_the_file_with_the_model_it_measured(tmp_path):
     from accel.cli import main
 
     out = tmp_path / "ems.safetensors"
-    assert main(["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "2",
-                 "--grid-points", "4", "--batch", "2", "--out", str(out)]) == 0
+    assert main(["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "16",
+                 "--grid-points", "4", "--batch", "16", "--out", str(out)]) == 0
     eps, flow = load_reference("pixart-eps"), load_reference("pixart-flow")
     accel.apply(eps, solver=f"v3:{out}")
     accel.remove(eps)
@@ -92,8 +92,8 @@ def test_calibrate_ems_reduce_channel_averages_the_per_dimension_statistics(tmp_
     from accel.calibrate.ems import reduce_ems_file
     from accel.cli import main
 
-    args = ["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "4",
-            "--grid-points", "4", "--batch", "4"]
+    args = ["calibrate", "--method", "ems", "--pipeline", "pixart-eps", "--data", "paths", "--num-samples", "16",
+            "--grid-points", "4", "--batch", "16"]
     full, chan = tmp_path / "full.safetensors", tmp_path / "chan.safetensors"
     assert main(args + ["--out", str(full)]) == 0
     assert main(args + ["--reduce", "channel", "--out", str(chan)]) == 0

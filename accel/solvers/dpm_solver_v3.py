@@ -303,6 +303,10 @@ class DPMSolverV3Scheduler(PipelineTimesteps, DPMSolverMultistepScheduler):
         prev = self._solve(ints, pts, x, i, i + 1, cfg.predictor_pseudo)
         self._hist = self._hist[-(cfg.solver_order + 1) :]
         self._step_index += 1
+        if self._step_index == n and not bool(torch.isfinite(prev).all()):  # one check per call, at its end
+            raise FloatingPointError(f"DPM-Solver-v3 ended with non-finite latents: the statistics "
+                                     f"{self.config.ems_path or ''} do not suit these steps (too few samples?); "
+                                     "recalibrate with more --num-samples")
         prev = prev.to(model_output.dtype)
         return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)
 

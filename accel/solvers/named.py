@@ -53,7 +53,12 @@ def solver_from_name(pipe, name: str):
 
 def build_solver(cls, pipe, **overrides):
     """``cls`` (a ``PipelineTimesteps`` scheduler class) configured for ``pipe``'s noise schedule."""
-    ns = NoiseSchedule.of(pipe.scheduler)
+    return build_solver_for(cls, pipe.scheduler, **overrides)
+
+
+def build_solver_for(cls, scheduler, **overrides):
+    """``cls`` configured for the noise schedule of ``scheduler`` (a pipeline's own)."""
+    ns = NoiseSchedule.of(scheduler)
     keys = cls._get_init_keys(cls)
     cfg = {k: v for k, v in ns.solver_config().items() if k in keys}  # the source's own options stay with it
     return follow_pipeline(cls.from_config(cfg, **overrides), ns)

@@ -155,7 +155,8 @@ class PipelineTimesteps:
             n = len(src.timesteps)
             base(num_inference_steps=n, device=device)  # the base's per-call state
             last = self.sigmas[-1:] if self.config.final_sigmas_type == "sigma_min" else torch.zeros(1)
-            sig = src.sigmas[:n].detach().float().cpu()
+            # sigma 1 is alpha 0, an infinite log-SNR; UniPC's own flow sigmas step in by 1e-6 there too
+            sig = src.sigmas[:n].detach().float().cpu().clamp(max=1 - 1 / self.config.num_train_timesteps)
             self.sigmas = torch.cat([sig, last.float()])
             self.timesteps = src.timesteps[:n].to(device=device)  # as the source gives them (float for FlowMatch)
             self.num_inference_steps = n

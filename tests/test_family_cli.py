@@ -1,0 +1,84 @@
+"""Every CLI command on saved FLUX, SD3, SDXL and DiT folders, as a user runs them: generate, the five
+calibration methods, bench with accel rows; and the bad-argument refusals."""
+import json
+
+import pytest
+
+from accel.cli import main
+from user_models import save
+
+FAMILIES = ("flux", "sd3", "sdxl", "dit")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user-models")
+    prompts = root / "prompts.txt"
+    prompts.write_text("a photo of a cat\na red dress\na blue bag\na dog on a tree\n")
+    classes = root / "classes.txt"
+    classes.write_text("bag\nsneaker\ndress\ncoat\n")
+    return {f: save(f, root) for f in FAMILIES}, prompts, classes
+
+
+def _args(family: str, prompts, classes) -> list[str]:
+    size = [] if family == "dit" else ["--height", "16", "--width", "16"]
+    return size + ["--prompts", str(classes if family == "dit" else prompts)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_command_runs_on_a_saved_folder(family, folders, tmp_path, capsys):
+    paths, prompts, classes = folders
+    pipe = str(paths[family])
+    common = _args(family, prompts, classes)
+    cal = ["calibrate", "--pipeline", pipe, "--steps", "4", "--batch", "2", *common]
+    assert main([*cal, "--method", "uniform", "--interval", "2", "--out", str(tmp_path / "u.json")]) == 0
+    budget = ["--macs-fraction", "0.7"] if family == "sdxl" else []  # the UNet's level 0 always computes
+    assert main([*cal, "--method", "bac", *budget, "--out", str(tmp_path / "bac.json")]) == 0
+    assert json.loads((tmp_path / "bac.json").read_text())["method"] == "bac"
+    assert main([*cal, "--method", "ems", "--num-samples", "16", "--batch", "16", "--grid-points", "4",
+                 "--out", str(tmp_path / "ems.safetensors")]) == 0
+    assert "paths samples" in capsys.readouterr().out  # a user's model: its own guided ODE paths by default
+    assert main([*cal, "--method", "dc", "--nfe", "3", "--guidances", "4.5", "--num-datapoints", "2",
+                 "--gt-steps", "12", "--out", str(tmp_path / "dc.json")]) == 0
+    assert main([*cal, "--method", "ecad", "--pop-size", "4", "--generations", "1", "--quality", "fidelity",
+                 "--out", str(tmp_path / "ecad")]) == 0
+    gen = ["generate", "--pipeline", pipe, "--steps", "4", "--out", str(tmp_path / "g")]
+    gen += ["--prompt", "bag"] if family == "dit" else ["--height", "16", "--width", "16"]
+    assert main([*gen, "--cache", str(tmp_path / "bac.json")]) == 0
+    assert "reused" in capsys.readouterr().out
+    for solver in ("dpm++", f"dc:{tmp_path / 'dc.json'}"):
+        assert main([*gen, "--solver", solver]) == 0, solver
+    # statistics of a random-weight model from 16 samples may make v3 diverge: then it says so, never a silent NaN
+    rc = main([*gen, "--solver", f"v3:{tmp_path / 'ems.safetensors'}"])
+    assert rc == 0 or (rc == 2 and "non-finite latents" in capsys.readouterr().err)
+    assert (tmp_path / "g" / "000.png").exists()
+    out = tmp_path / "bench"
+    assert main(["bench", "--pipeline", pipe, *common, "--steps", "4", "--num-images", "2", "--batch", "2",
+                 "--methods", "plain,uniform:2,solver:3:dpm++", "--no-effnet", "--timing-rounds", "0",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["plain", "uniform:2", "solver:3:dpm++"]
+
+
+def test_bad_arguments_are_refused_up_front(folders, tmp_path, capsys):
+    paths, prompts, classes = folders
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    cases = [
+        (["generate", "--pipeline", str(paths["dit"]), "--prompt", "a dog"], "class-conditional"),
+        (["generate", "--pipeline", str(paths["dit"]), "--prompt", "bag", "--height", "64"], "fixed image size"),
+        (["generate", "--steps", "0"], "--steps must be at least 1"),
+        (["generate", "--guidance", "-1"], "--guidance must not be negative"),
+        (["bench", "--num-images", "0"], "--num-images must be at least 1"),
+        (["bench", "--prompts", str(empty)], "has no prompts"),
+        (["calibrate", "--method", "dc", "--pipeline", str(paths["sd3"]), "--prompts", str(tmp_path / "none.txt"),
+          "--out", str(tmp_path / "x.json")], "not found"),
+        (["calibrate", "--method", "bac", "--pipeline", str(paths["sd3"]), "--prompts", str(empty),
+          "--out", str(tmp_path / "x.json")], "has no prompts"),
+        (["calibrate", "--method", "uniform", "--steps", "0", "--out", str(tmp_path / "x.json")], "--steps"),
+        (["calibrate", "--method", "ems", "--num-samples", "2", "--out", str(tmp_path / "x.json")], "fewer than 16"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
