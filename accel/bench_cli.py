@@ -17,6 +17,9 @@ def _run(a) -> None:
         except (ValueError, FileNotFoundError) as e:
             msg = str(e)
             raise CLIError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
+    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
+    if a.ref_images and not Path(a.ref_images).is_dir():
+        raise CLIError(f"--ref-images {a.ref_images!r}: no such folder")
     prompts = None
     if a.prompts:
         if not Path(a.prompts).exists():
@@ -27,8 +30,9 @@ def _run(a) -> None:
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
-                      timing_rounds=a.timing_rounds, height=a.height, width=a.width, device=resolve_device(a.device),
-                      dtype=a.dtype)
+                      timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
+                      timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
+                      dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -69,13 +73,26 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--guidance", type=float, default=4.5)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=25)
-    s.add_argument("--no-effnet", action="store_true", help="skip fd_effnet (the slowest metric)")
+    s.add_argument("--no-effnet", action="store_true", help="skip the EfficientNet metrics (fd_effnet, fd_plain, "
+                                                             "fd_ref: the slowest)")
+    s.add_argument("--metrics", help="comma-separated quality metrics (default: psnr, ssim, fd_plain on any pipeline; "
+                                     "the reference pipelines add fd_domain, fd_effnet, alignment, clipping). Known: "
+                                     "psnr, ssim, fd_plain, fd_ref, fid, fd_domain, fd_effnet, alignment, clipping")
+    s.add_argument("--ref-images", help="a folder of real images of your domain: fd_ref (EfficientNet-Lite0 "
+                                        "features) and fid (Inception weights needed)")
+    s.add_argument("--ref-stats", help="EfficientNet statistics of your data (python -m accel.metrics.reference_stats "
+                                       "--folder DIR --only effnet): fd_ref")
     s.add_argument("--quality-only", action="store_true", help="leave latency out of the table")
     s.add_argument("--full-size", action="store_true",
                    help="also time every row on a full-size PixArt-alpha-shaped transformer (28 x 1152, bf16; slow on CPU)")
     s.add_argument("--full-size-repeats", type=int, default=1)
     s.add_argument("--timing-rounds", type=int, default=3,
                    help="interleaved passes timing every row in turn after generation (0: time the generation batches)")
+    s.add_argument("--max-timing-rounds", type=int, default=9,
+                   help="more timing passes, up to this many, while a row's speed-up varies by more than "
+                        "--timing-spread between passes; a row still that unsteady is flagged in the table")
+    s.add_argument("--timing-spread", type=float, default=0.1,
+                   help="the relative half-range of per-pass speed-ups a steady row stays within (default 0.1)")
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")

@@ -56,17 +56,28 @@ def _set_timesteps(scheduler, steps: int, fn) -> None:
     scheduler.set_timesteps(steps, **getattr(fn, "timestep_kwargs", {}))
 
 
+def noise_levels(scheduler) -> list[float]:
+    """The noise level before each step and after the last, in the units of the scheduler's ``sigmas`` (flow: sigma;
+    VP: sqrt((1 - a) / a)); schedulers without ``sigmas`` (DDIM, PNDM) from their timesteps' ``alphas_cumprod``."""
+    if getattr(scheduler, "sigmas", None) is not None:
+        return [float(v) for v in scheduler.sigmas]
+    acp = scheduler.alphas_cumprod.double()
+    ts = [int(t) for t in scheduler.timesteps]
+    return [float(((1 - acp[t]) / acp[t]).sqrt()) for t in ts] + [0.0]
+
+
 @torch.no_grad()
 def sample(fn, scheduler, noise: torch.Tensor, steps: int, record: bool = False) -> tuple[torch.Tensor, Trajectory | None]:
     """Solve the guided ODE with ``scheduler`` from ``noise``; optionally record every step's latent."""
     _set_timesteps(scheduler, steps, fn)
     x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
-    traj = Trajectory([float(scheduler.sigmas[0])], [x.clone()]) if record else None
+    levels = noise_levels(scheduler) if record else []
+    traj = Trajectory([levels[0]], [x.clone()]) if record else None
     for i, t in enumerate(scheduler.timesteps):
         m = fn(_scale_in(scheduler, x, t), t)
         x = scheduler.step(m, t, x).prev_sample
         if traj is not None:
-            traj.sigmas.append(float(scheduler.sigmas[i + 1]))
+            traj.sigmas.append(levels[min(i + 1, len(levels) - 1)])
             traj.latents.append(x.clone())
     return x, traj
 

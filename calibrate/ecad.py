@@ -199,13 +199,14 @@ class ScheduleEvaluator:
         return fd_domain(images)
 
     def _labels(self) -> torch.Tensor:
-        from accel.pipelines.data import label_of_prompt
+        from accel.pipelines.data import label_of_caption
 
         prompts = [p for call in self.calls for p in ([call["prompt"]] if isinstance(call.get("prompt"), str)
                                                       else call.get("prompt") or [])]
-        labels = [label_of_prompt(p) for p in prompts]
+        labels = [label_of_caption(p) for p in prompts]
         if not labels or None in labels:
-            raise ValueError("the alignment term needs calibration prompts that each name a reference class")
+            raise ValueError("the alignment term needs calibration prompts that are each a reference caption "
+                             "(e.g. 'a photo of a sneaker')")
         return torch.tensor(labels)
 
     def _prob(self, images: torch.Tensor) -> float:
@@ -458,8 +459,9 @@ def _cli_args(p) -> None:
     p.add_argument("--generations", type=int, default=50)
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--mutation-prob", type=float, default=0.05)
-    p.add_argument("--quality", default="fd_domain+fidelity",
-                   help="'+'-joined terms: fd_domain (relative to the uncached), fidelity (1 - SSIM to the uncached), "
+    p.add_argument("--quality", default=None,
+                   help="default: fd_domain+fidelity on the reference pipelines, fidelity on any other model. "
+                        "'+'-joined terms: fd_domain (relative to the uncached), fidelity (1 - SSIM to the uncached), "
                         "alignment (an accel option: the prompted class's classifier probability lost against the "
                         "uncached; prompts must name a reference class); a term W*name is weighed W, e.g. "
                         "fd_domain+5*alignment")
@@ -492,9 +494,14 @@ def _cli_run(a) -> None:
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     size = size_args(a, pipe)
+    reference = getattr(pipe, "accel_reference", None) is not None
+    quality = a.quality or ("fd_domain+fidelity" if reference else "fidelity")
+    if not reference and any(t in quality for t in ("fd_domain", "alignment")):
+        raise CLIError(f"--quality {quality}: fd_domain and alignment measure against Fashion-MNIST and mean "
+                       "something only on the reference pipelines; on your model use fidelity")
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
-                         crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=a.quality,
+                         crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
                          reuse=a.reuse, cost=a.cost, max_cost=a.max_cost, granularity=a.granularity)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work

@@ -68,7 +68,8 @@ def lambda_range(scheduler, steps: int = 1000, **timestep_kwargs) -> tuple[float
     from accel.solvers.baselines import DPMSolverPlusPlus
     from accel.solvers.named import build_solver_for
 
-    solver = build_solver_for(DPMSolverPlusPlus, scheduler)
+    # linspace spacing: a "leading" config (SD's DDIM / PNDM) at 1000 steps puts every step on one timestep
+    solver = build_solver_for(DPMSolverPlusPlus, scheduler, timestep_spacing="linspace", steps_offset=0)
     solver.set_timesteps(steps, **timestep_kwargs)
     lams = []
     for sig in (solver.sigmas[0], solver.sigmas[-2]):

@@ -66,6 +66,13 @@ def eval_prompts(n: int, seed: int = 0, templates: tuple[str, ...] = EVAL_TEMPLA
     return prompts, labels
 
 
+def label_of_caption(prompt: str) -> int | None:
+    """The class of a prompt that is exactly one of the reference captions (a training or evaluation template,
+    or the bare class name, with its article or without), else None: never a substring ("a woman in a dress" is
+    no dress caption)."""
+    return _CAPTIONS.get(prompt.strip().lower())
+
+
 def label_of_prompt(prompt: str) -> int | None:
     """The class a prompt names (longest class name found in it), or None."""
     p = prompt.lower()
@@ -98,3 +105,9 @@ def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
 def calibration_prompts(n: int, seed: int = 1) -> list[str]:
     """Calibration prompts: training templates only, so they are disjoint from ``eval_prompts``."""
     return eval_prompts(n, seed=seed, templates=TRAIN_TEMPLATES)[0]
+
+
+_CAPTIONS: dict[str, int] = {
+    **{name: c for c, name in enumerate(CLASS_NAMES)},
+    **{caption(c, t).lower(): c for c in range(len(CLASS_NAMES)) for t in TRAIN_TEMPLATES + EVAL_TEMPLATES},
+}

@@ -36,8 +36,8 @@ def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, caps
     rows = {r["method"]: r for r in res["rows"]}
     assert list(rows) == methods.split(",")
     assert rows["plain"]["speedup_e2e"] == pytest.approx(1.0) and rows["plain"]["psnr"] == float("inf")
-    for r in res["rows"]:
-        assert r["latency_e2e"] > 0 and r["latency_denoise"] > 0 and r["fd_domain"] >= 0 and 0 <= r["alignment"] <= 1
+    for r in res["rows"]:  # a model folder, not a reference pipeline: the generic metrics, no Fashion-MNIST ones
+        assert r["latency_e2e"] > 0 and r["latency_denoise"] > 0 and 0 <= r["ssim"] <= 1 and "fd_domain" not in r
     assert rows["uniform:2"]["macs_per_image"] < rows["plain"]["macs_per_image"]
     assert rows["fbcache:0.3"]["peer"] and rows["dbcache:0.2"]["peer"] and not rows["uniform:2"]["peer"]
     assert rows["bac:m0.6"]["config"]["updates_per_component"] >= 1
@@ -62,8 +62,11 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     # 3 of 6 steps, and the cache skips components on top (embeddings and the final layer always run)
     assert stack["macs_per_image"] < 0.95 * plain["macs_per_image"] * 3 / 6
     assert [p["kind"] for p in stack["config"]["parts"]] == ["solver", "uniform", "apg"]
-    assert plain["latency_samples"] == stack["latency_samples"] == 3  # interleaved timing rounds (the default)
-    assert plain["speedup_denoise_rounds"] == [1.0] * 3 and len(stack["speedup_denoise_rounds"]) == 3
+    n = plain["latency_samples"]  # interleaved timing rounds: at least 3, more while a speed-up is unsteady
+    assert 3 <= n <= 9 and stack["latency_samples"] == n
+    assert plain["speedup_denoise_rounds"] == [1.0] * n and len(stack["speedup_denoise_rounds"]) == n
+    assert (stack["speedup_spread"] <= 0.1) != stack["unsteady"] and (n == 3 or n == 9 or stack["speedup_spread"] <= 0.1
+                                                                      or any(r["unsteady"] for r in res["rows"]))
     assert min(stack["speedup_denoise_rounds"]) <= stack["speedup_denoise"] * 1.0001  # the median ratio lies in the
     assert max(stack["speedup_denoise_rounds"]) >= stack["speedup_denoise"] * 0.9999  # per-round range
     assert "in each timing round" in (tmp_path / "results.md").read_text()
@@ -103,7 +106,7 @@ def test_two_processes_give_the_numbers_of_one(folder, tmp_path):
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["config"]["processes"] == 2
     for a, b in zip(one["rows"], two["rows"]):
-        for key in ("fd_domain", "alignment", "ssim", "clipping"):
+        for key in ("ssim", "psnr"):  # a model folder: the generic metrics
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)
 
 
@@ -115,3 +118,19 @@ def test_latency_stand_ins_are_valid_rows():
         stand_in = make_row(spec).latency_stand_in
         assert stand_in is not None and ":unipc" in stand_in
         assert make_row(stand_in).name == stand_in
+
+
+@needs_metrics
+def test_a_peer_that_reorders_modules_leaves_the_weights_signature_as_it_was(tmp_path):
+    """cache-dit re-registers the transformer's blocks at the end of its children, which reorders named_parameters
+    and so the weights signature solver files are checked against; the bench puts the order back after each row,
+    so a v3 row after a dbcache row still accepts the statistics made for these weights."""
+    pytest.importorskip("cache_dit")
+    from accel.bench import BenchConfig, run_bench
+    from accel.pipelines.reference import is_available
+
+    if not is_available("pixart-eps"):
+        pytest.skip("reference weights not trained yet")
+    res = run_bench(BenchConfig(pipeline="pixart-eps", methods=("plain", "dbcache:0.2", "solver:5:v3"), num_images=2,
+                                batch=2, steps=6, timing_rounds=0, fd_effnet=False, out=str(tmp_path)))
+    assert [r["method"] for r in res] == ["plain", "dbcache:0.2", "solver:5:v3"]

@@ -171,7 +171,7 @@ def test_alignment_term_is_the_class_probability_lost():
         ECADConfig(quality="fd_domain+beauty")
     pipe = tiny_text_pixart_flow()
     cfg = ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity+alignment")
-    with pytest.raises(ValueError, match="name a reference class"):
+    with pytest.raises(ValueError, match="each a reference caption"):
         ScheduleEvaluator(pipe, [{"prompt": ["a photo of a cat"]}], cfg)
     ev = ScheduleEvaluator(pipe, [{"prompt": ["a photo of a sneaker", "a photo of a dress"]}], cfg)
     assert ev.labels.tolist() == [7, 3] and ev.ref_prob == pytest.approx(class_probability(ev.ref, [7, 3]))

@@ -40,7 +40,7 @@ def test_every_command_runs_on_a_saved_folder(family, folders, tmp_path, capsys)
     assert "paths samples" in capsys.readouterr().out  # a user's model: its own guided ODE paths by default
     assert main([*cal, "--method", "dc", "--nfe", "3", "--guidances", "4.5", "--num-datapoints", "2",
                  "--gt-steps", "12", "--out", str(tmp_path / "dc.json")]) == 0
-    assert main([*cal, "--method", "ecad", "--pop-size", "4", "--generations", "1", "--quality", "fidelity",
+    assert main([*cal, "--method", "ecad", "--pop-size", "4", "--generations", "1",
                  "--out", str(tmp_path / "ecad")]) == 0
     gen = ["generate", "--pipeline", pipe, "--steps", "4", "--out", str(tmp_path / "g")]
     gen += ["--prompt", "bag"] if family == "dit" else ["--height", "16", "--width", "16"]

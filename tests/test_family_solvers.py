@@ -153,3 +153,31 @@ def test_v3_and_dc_through_a_flowmatch_schedule_beat_unipc_on_a_trained_flow_mod
     assert v3 < unipc, (v3, unipc)
     ratios, dc = search_ratios(fn, src, noise, 6, traj)
     assert dc <= unipc * (1 + 1e-6) and ratios[:2] == [1.0, 1.0], (dc, unipc)
+
+
+@pytest.mark.parametrize("sched", [DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **SD_BETAS),
+                                   PNDMScheduler(skip_prk_steps=True, **SD_BETAS)], ids=["ddim", "pndm"])
+def test_ems_and_dc_calibrate_on_schedulers_without_sigmas(sched):
+    """SD with DDIM or PNDM: neither has sigmas nor a DPM-Solver's alpha / sigma; calibration reads the schedule
+    through NoiseSchedule: finite statistics, a ground truth with noise levels, and DC no worse than UniPC."""
+    from accel.calibrate.dc import dc_solver, sample, search_ratios
+    from accel.calibrate.ems import compute_ems_chunked
+    from accel.calibrate.model_fn import GuidedDenoiser
+
+    pipe = tiny_unet()
+    pipe.scheduler = sched
+    pipe.set_progress_bar_config(disable=True)
+    kw = unet_inputs(batch=4, steps=2)
+    call = {k: kw[k] for k in ("prompt_embeds", "negative_prompt_embeds")}
+    fn = GuidedDenoiser(pipe, call, 4.0, dict(height=16, width=16))
+    assert fn.cfg and fn.latent_shape == (4, 8, 8)
+    _, l, s, b = compute_ems_chunked([(fn, torch.zeros(4, *fn.latent_shape))], pipe.scheduler, 8, progress=False,
+                                     path="ode")
+    assert all(torch.isfinite(v).all() for v in (l, s, b)) and l.shape == (9, 4, 8, 8)
+    noise = torch.randn(4, *fn.latent_shape, generator=torch.Generator().manual_seed(0))
+    truth, traj = sample(fn, type(sched).from_config(sched.config), noise, 40, record=True)
+    lv = traj.sigmas  # PNDM's PLMS steps evaluate its first timestep twice: 41 or 42 levels
+    assert len(lv) >= 41 and all(a >= b for a, b in zip(lv, lv[1:])) and lv[0] > lv[-2] > lv[-1] == 0
+    unipc = _mse(sample(fn, dc_solver(pipe.scheduler), noise, 5)[0], truth)
+    _, dc = search_ratios(fn, pipe.scheduler, noise, 5, traj)
+    assert dc <= unipc * (1 + 1e-6)

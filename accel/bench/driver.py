@@ -17,7 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional
-from ..pipelines.data import eval_prompts, label_of_prompt
+from ..pipelines.data import eval_prompts, label_of_caption
+from .metrics import MetricInputs, METRICS, check_metrics, compute, default_metrics
 from ..timing import Span, clock, device_of
 from ..pipelines.families import find_denoiser
 from ..dist import gather, rank_world
@@ -76,6 +77,12 @@ class BenchConfig:
     full_size: bool = False  # also time every row on a full-size PixArt-alpha-shaped transformer
     full_size_repeats: int = 1
     timing_rounds: int = 3  # interleaved timing passes over all rows after generation (0: time the generation)
+    max_timing_rounds: int = 9  # more passes, while a row's speed-up spread exceeds timing_spread
+    timing_spread: float = 0.1  # relative half-range of per-pass speed-ups above which a row is flagged unsteady
+    metrics: tuple[str, ...] | None = None  # None: the pipeline's defaults (accel.bench.metrics.default_metrics)
+    ref_images: str | None = None  # a folder of the user's reference images (fd_ref, fid)
+    ref_stats: str | None = None  # EfficientNet statistics of the user's reference data (fd_ref)
+    calibration_prompts: list[str] | None = None  # what calibrated rows use (split from ``prompts``; None: defaults)
     height: int | None = None  # image size of every call (None: the pipeline's own)
     width: int | None = None
     device: str = "cpu"  # where the pipeline (and the full-size one) runs
@@ -135,10 +142,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         rows.insert(0, make_row("plain"))  # speed-ups and fidelity are relative to the plain row
     pipe = load_pipeline(cfg.pipeline, dtype=getattr(torch, cfg.dtype), device=cfg.device)
     pipe.set_progress_bar_config(disable=True)
+    reference = getattr(pipe, "accel_reference", None) is not None
+    ref_stats, ref_images = _reference_data(cfg)
+    names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet)
+    check_metrics(names, reference, ref_stats is not None)
     if cfg.prompts:
-        prompts = (cfg.prompts * (cfg.num_images // len(cfg.prompts) + 1))[: cfg.num_images]
-        labels = [label_of_prompt(p) for p in prompts]
-    elif is_class_conditional(pipe):
+        scored, cfg.calibration_prompts = split_prompts(cfg.prompts)
+        prompts = (scored * (cfg.num_images // len(scored) + 1))[: cfg.num_images]
+        labels = [label_of_caption(p) if reference else None for p in prompts]
+    elif is_class_conditional(pipe) or not reference:
         prompts = default_prompts(pipe, cfg.num_images, seed=cfg.seed)
         labels = [None] * len(prompts)
     else:
@@ -152,36 +164,47 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     results, all_images = [], {}
     bar = tqdm(total=len(rows) * (len(prompts) + cfg.batch), desc="bench", unit="img", disable=rank > 0)
     skipped: list[dict] = []
+    meta = _meta(cfg, prompts, world, skipped, names)
     for row in list(rows):
         bar.set_postfix(row=row.name)
+        _, den = find_denoiser(pipe)
+        order = _module_order(den)
         try:
             row.attach(pipe, cfg)
-        except ValueError as e:  # a row this pipeline or budget cannot make (e.g. a BAC budget out of reach)
+            try:
+                with _timing(pipe) as timer:
+                    row.before_call(pipe)  # warm-up call, excluded from the timings
+                    pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
+                         **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
+                    bar.update(cfg.batch)
+                    imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
+                    macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
+            finally:
+                row.detach(pipe)
+                _restore_order(den, order)
+            if rank == 0:
+                inputs = MetricInputs(imgs, all_images.get("plain", imgs), row.name == "plain", labels, ref_stats,
+                                      ref_images)
+                result = _row_result(row, inputs, names, e2e, dn, macs)
+        except Exception as e:  # noqa: BLE001 - a row that cannot run here is recorded with its reason
             if row.name == "plain":
                 raise
             try:
-                row.detach(pipe)  # undo whatever the failed attach had set up
+                row.detach(pipe)  # undo whatever the failed row had set up
             except Exception:  # noqa: BLE001 - nothing was attached
                 pass
-            tqdm.write(f"bench: row {row.name} skipped: {e}")
-            skipped.append({"method": row.name, "reason": str(e)})
+            _restore_order(den, order)
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            tqdm.write(f"bench: row {row.name} skipped: {reason}")
+            skipped.append({"method": row.name, "reason": reason})
             rows.remove(row)  # the rows measured so far, and the ones after, are kept
             bar.update(len(prompts) + cfg.batch)
             continue
-        try:
-            with _timing(pipe) as timer:
-                row.before_call(pipe)  # warm-up call, excluded from the timings
-                pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
-                     **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
-                bar.update(cfg.batch)
-                imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
-                macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
-        finally:
-            row.detach(pipe)
         if rank > 0:
             continue  # metrics and outputs are rank 0's
         all_images[row.name] = imgs
-        results.append(_row_result(row, imgs, labels, all_images["plain"], e2e, dn, macs, cfg))
+        results.append(result)
+        _write_partial(out_dir, meta, results)  # a later failure or kill loses nothing measured
     bar.close()
     if rank > 0:
         return []
@@ -193,13 +216,12 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             r["latency_samples"] = len(dn)
             # the plain row's time over this row's, round by round (the same round: the same state of the machine)
             r["speedup_denoise_rounds"] = [p / d if d else None for p, d in zip(plain_dn, dn)]
+            r["speedup_spread"] = spread(r["speedup_denoise_rounds"])
+            r["unsteady"] = r["speedup_spread"] > cfg.timing_spread
     base = results[0]
     for r in results:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
-    meta = {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
-            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
-            "skipped": skipped, "device": _device_name(cfg.device), "dtype": cfg.dtype}
     full = None
     if cfg.full_size:
         (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
@@ -218,6 +240,56 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     return results
 
 
+def _module_order(root: torch.nn.Module) -> dict[str, tuple[list[str], list[str]]]:
+    """The registration order of every submodule's children and parameters."""
+    return {name: (list(m._modules), list(m._parameters)) for name, m in root.named_modules()}
+
+
+def _restore_order(root: torch.nn.Module, order: dict) -> None:
+    """Put children and parameters back in their registration order: a peer (cache-dit) re-registers blocks at
+    the end, which reorders ``named_parameters`` and so the weights signature later rows check files against."""
+    for name, m in root.named_modules():
+        if name not in order:
+            continue
+        children, params = order[name]
+        if list(m._modules) != children and set(m._modules) == set(children):
+            m._modules = type(m._modules)((k, m._modules[k]) for k in children)
+        if list(m._parameters) != params and set(m._parameters) == set(params):
+            m._parameters = type(m._parameters)((k, m._parameters[k]) for k in params)
+
+
+def split_prompts(prompts: list[str]) -> tuple[list[str], list[str]]:
+    """The prompts a run scores and those its calibrated rows (BAC, MagCache) calibrate on: every fourth distinct
+    prompt calibrates (at least one), the rest are scored; a single prompt serves both (then the seeds differ)."""
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < 2:
+        return list(prompts), list(prompts)
+    calib = distinct[3::4] or distinct[-1:]
+    return [p for p in prompts if p not in calib], calib
+
+
+def _meta(cfg: BenchConfig, prompts: list[str], world: int, skipped: list[dict], names: tuple[str, ...]) -> dict:
+    """The run's configuration and machine, as results.json records them."""
+    import platform
+    import sys
+
+    import diffusers
+
+    return {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
+            "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
+            "skipped": skipped, "device": _device_name(cfg.device), "dtype": cfg.dtype,
+            "height": cfg.height, "width": cfg.width, "command": " ".join(sys.argv),
+            "metrics": list(names), "calibration_prompts": cfg.calibration_prompts,
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "torch": torch.__version__, "diffusers": diffusers.__version__}}
+
+
+def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:
+    """results.json with the rows finished so far (``"partial": true``), rewritten as each row finishes."""
+    (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "partial": True}, indent=1,
+                                                     default=str))
+
+
 def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> list[tuple[list, list]]:
     """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
     row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
@@ -225,10 +297,18 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
     order (shuffled with ``cfg.seed``), so no row always follows the same neighbour. Rows that calibrate on
     attach keep their first calibration (see ``rows.py``)."""
     times: list[tuple[list, list]] = [([], []) for _ in rows]
+    cap = max(cfg.timing_rounds, cfg.max_timing_rounds)
     bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row")
     order = list(range(len(rows)))
     rng = random.Random(cfg.seed)
-    for _ in range(cfg.timing_rounds):
+    _, den = find_denoiser(pipe)
+    layout = _module_order(den)
+    for done in range(cap):
+        if done >= cfg.timing_rounds:  # past the minimum: go on only while some speed-up is still unsteady
+            if max((spread([p / d for p, d in zip(times[0][1], dn) if d]) for _, dn in times[1:]),
+                   default=0.0) <= cfg.timing_spread:
+                break
+            bar.total += len(rows)
         rng.shuffle(order)
         for row, (e2e, dn) in ((rows[i], times[i]) for i in order):
             row.attach(pipe, cfg)
@@ -245,26 +325,52 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
                             dn.append(timer.seconds / len(prompts))
             finally:
                 row.detach(pipe)
+                _restore_order(den, layout)
             bar.update(1)
     bar.close()
     return times
 
 
-def _row_result(row: Row, imgs, labels, plain, e2e, dn, macs, cfg: BenchConfig) -> dict:
-    from .. import metrics
+def spread(values: list[float]) -> float:
+    """Relative half-range of per-round speed-ups, (max - min) / (2 median); 0 for fewer than two rounds."""
+    vals = [v for v in values if v]
+    if len(vals) < 2:
+        return 0.0
+    return (max(vals) - min(vals)) / (2 * statistics.median(vals))
 
+
+def _row_result(row: Row, inputs: MetricInputs, names: tuple[str, ...], e2e, dn, macs) -> dict:
     r = {"method": row.name, "label": row.label, "peer": row.peer, "config": row.config,
          "latency_e2e": statistics.median(e2e), "latency_denoise": statistics.median(dn), "macs_per_image": macs}
-    known = [i for i, l in enumerate(labels) if l is not None]
-    r["alignment"] = metrics.alignment(imgs[known], [labels[i] for i in known]) if known else None
-    r["fd_domain"] = metrics.fd_domain(imgs)
-    r["fd_effnet"] = metrics.fd_effnet(imgs) if cfg.fd_effnet else None
-    r["psnr"] = metrics.psnr(imgs, plain) if row.name != "plain" else float("inf")
-    r["ssim"] = metrics.ssim(imgs, plain)
-    clip = metrics.clipping(imgs)
-    # the saturated share (>= 0.995): Fashion-MNIST's black background fills the low end in every row
-    r["clipping"], r["clipping_both_ends"], r["mean_intensity"] = clip["clipped_high"], clip["clipped"], clip["mean"]
+    values, reasons = compute(names, inputs)
+    r.update(values)
+    if reasons:
+        r["metric_errors"] = reasons
+    if "clipping" in names:
+        from .. import metrics
+
+        clip = metrics.clipping(inputs.images)
+        # the saturated share (>= 0.995): Fashion-MNIST's black background fills the low end in every row
+        r["clipping_both_ends"], r["mean_intensity"] = clip["clipped"], clip["mean"]
     return r
+
+
+def _reference_data(cfg: BenchConfig):
+    """The user's reference statistics (EfficientNet) and images, from ``cfg.ref_stats`` / ``cfg.ref_images``."""
+    from ..metrics import FeatureStats
+
+    images = stats = None
+    if cfg.ref_images:
+        from ..metrics.reference_stats import compute as compute_stats, load_folder
+
+        images = load_folder(cfg.ref_images)
+        stats = compute_stats(images, kinds=("effnet",))["effnet"]
+    if cfg.ref_stats:
+        if not Path(cfg.ref_stats).exists():
+            raise FileNotFoundError(f"reference statistics {cfg.ref_stats!r} not found (make them with "
+                                    "`python -m accel.metrics.reference_stats --folder DIR --only effnet`)")
+        stats = FeatureStats.load(cfg.ref_stats)
+    return stats, images
 
 
 def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
@@ -347,18 +453,25 @@ def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> 
     where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
     head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {where}\n\n")
-    names = ["method", "fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping (>=0.995)", "GMACs/img"]
+    metric_names = meta.get("metrics") or ["fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping"]
+    names = ["method"] + [METRICS[n].header for n in metric_names] + ["GMACs/img"]
     if not quality_only:
         names += ["denoise s/img", "speed-up (denoise)", "e2e s/img", "speed-up (e2e)"]
     cols = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"
     for r in results:
-        cells = [r["label"] + (" (peer)" if r["peer"] else ""), _f(r["fd_domain"], "{:.2f}"), _f(r["fd_effnet"], "{:.2f}"),
-                 _f(r["alignment"] * 100 if r["alignment"] is not None else None, "{:.1f}%"), _f(r["psnr"], "{:.1f}"),
-                 _f(r["ssim"], "{:.3f}"), _f(r["clipping"] * 100, "{:.2f}%"), f"{r['macs_per_image'] / 1e9:.3f}"]
+        cells = [r["label"] + (" (peer)" if r["peer"] else "")]
+        cells += [_f(r.get(n), METRICS[n].fmt) for n in metric_names] + [f"{r['macs_per_image'] / 1e9:.3f}"]
         if not quality_only:
-            cells += [f"{r['latency_denoise']:.4f}", _f(r["speedup_denoise"], "{:.2f}x"), f"{r['latency_e2e']:.4f}",
-                      f"{r['speedup_e2e']:.2f}x"]
+            sp = _f(r["speedup_denoise"], "{:.2f}x")
+            if r.get("speedup_spread") is not None and r is not results[0]:
+                rounds = [x for x in r.get("speedup_denoise_rounds") or [] if x]
+                sp += (f" ±{r['speedup_spread']:.0%}" if not r.get("unsteady") else
+                       f" (unsteady: {min(rounds):.2f}-{max(rounds):.2f}x over {len(rounds)} rounds)")
+            cells += [f"{r['latency_denoise']:.4f}", sp, f"{r['latency_e2e']:.4f}", f"{r['speedup_e2e']:.2f}x"]
         cols += "| " + " | ".join(cells) + " |\n"
+    errors = {n: e for r in results for n, e in (r.get("metric_errors") or {}).items()}
+    for n, e in errors.items():
+        cols += f"\n`{n}` not computed: {e}\n"
     spread = [(r["label"], [x for x in r.get("speedup_denoise_rounds") or [] if x]) for r in results[1:]]
     if not quality_only and spread and all(len(x) >= 3 for _, x in spread):
         cols += ("\nDenoise speed-up in each timing round (plain / row in the same round), min-max: "

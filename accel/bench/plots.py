@@ -12,13 +12,19 @@ def pareto_png(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key = next((k for k in ("fd_domain", "fd_plain", "fd_ref", "ssim") if results and results[0].get(k) is not None),
+               None)
+    if key is None:  # no quality measure to plot against speed
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        x, y = r.get("speedup_denoise") or r["speedup_e2e"], r["fd_domain"]
+        x, y = r.get("speedup_denoise") or r["speedup_e2e"], r[key]
+        if y is None:
+            continue
         ax.scatter(x, y, marker="s" if r["peer"] else "o", color="tab:gray" if r["peer"] else "tab:blue")
         ax.annotate(r["method"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("measured speed-up of the denoising loop (wall clock)")
-    ax.set_ylabel("fd_domain (lower is better)")
+    ax.set_ylabel(f"{key} ({'higher' if key == 'ssim' else 'lower'} is better)")
     ax.set_title("quality vs speed (squares: peers)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

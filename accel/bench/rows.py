@@ -51,6 +51,15 @@ def _plain(spec: str, arg: str) -> Row:
     return Row(spec, "plain pipeline", lambda pipe, cfg: None, lambda pipe: None, config={"kind": "plain"})
 
 
+def calibration_set(pipe, cfg, n: int) -> list[str]:
+    """``n`` prompts a row calibrates on: the bench's calibration prompts (split from ``--prompts``, never the ones it
+    scores), else the pipeline's default calibration prompts."""
+    from ..pipelines.calls import default_prompts
+
+    pool = getattr(cfg, "calibration_prompts", None) or default_prompts(pipe, n, seed=cfg.seed + 1, calibration=True)
+    return (list(pool) * (n // len(pool) + 1))[:n]
+
+
 def _check_reuse(spec: str, reuse: str) -> None:
     try:
         accel.schedule.check_reuse(reuse)
@@ -90,7 +99,11 @@ def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], N
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
     def attach(pipe, cfg):
+        if not hasattr(pipe, "transformer"):
+            raise ValueError(f"{label} hooks transformer blocks; {type(pipe).__name__} denoises with a UNet")
         apply_fn(pipe, cfg)
+        # the blocks' new registries must be seen by the cache context the pipeline (or before()) sets
+        HookRegistry.check_if_exists_or_initialize(pipe.transformer).invalidate_child_registries_cache()
 
     def before(pipe):
         reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
@@ -157,8 +170,6 @@ def _magcache(spec: str, arg: str) -> Row:
     from diffusers.hooks import mag_cache as mc
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
-    from ..pipelines.data import calibration_prompts
-
     thr = float(arg or 0.06)
     names = (mc._MAG_CACHE_LEADER_BLOCK_HOOK, mc._MAG_CACHE_BLOCK_HOOK)
 
@@ -179,9 +190,11 @@ def _magcache(spec: str, arg: str) -> Row:
             call = pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed + 999,
                                               device=pipe.transformer.device)
         else:
-            call = dict(prompt=calibration_prompts(min(cfg.batch, 8)), num_inference_steps=cfg.steps,
-                        guidance_scale=cfg.guidance, generator=torch.Generator().manual_seed(cfg.seed + 999),
-                        output_type="pt", **getattr(pipe, "accel_defaults", {}))
+            from ..pipelines.calls import call_kwargs
+
+            call = call_kwargs(pipe, calibration_set(pipe, cfg, min(cfg.batch, 8)), cfg.steps, cfg.guidance,
+                               cfg.height, cfg.width, generator=torch.Generator().manual_seed(cfg.seed + 999),
+                               output_type="pt")
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             pipe(**call)
@@ -261,7 +274,6 @@ def _bac(spec: str, arg: str) -> Row:
     Calibrated on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
-    from ..pipelines.data import calibration_prompts
 
     parts = (arg or "2.0").split(":")
     # "m0.5": a MACs-fraction budget instead of a speed-up (no timed latency model: deterministic)
@@ -286,8 +298,8 @@ def _bac(spec: str, arg: str) -> Row:
             accel.apply(pipe, cache=memo[id(pipe)])
             return
         # calibration batches of the bench's batch size: the latency model's fixed share depends on it
-        sched = calibrate_bac(pipe, prompt_batches(calibration_prompts(2 * cfg.batch, seed=cfg.seed + 1), cfg.batch),
-                              steps=cfg.steps,
+        prompts = calibration_set(pipe, cfg, 2 * cfg.batch)
+        sched = calibrate_bac(pipe, prompt_batches(prompts, cfg.batch, pipe, cfg.guidance), steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, macs_fraction=macs, top_k=top_k, metric=metric, seed=cfg.seed,
                               allocation=alloc, warmup=warmup, reuse=reuse, max_gap=max_gap)
         info.update(updates_per_component=sched.metadata["updates_per_component"],

@@ -40,6 +40,14 @@ def fd_effnet(images: torch.Tensor, ref: FeatureStats | str | Path | None = None
     return frechet_between(FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"]), _ref("effnet", ref))
 
 
+def fd_plain(images: torch.Tensor, plain: torch.Tensor) -> float:
+    """Frechet distance on EfficientNet-Lite0 features between ``images`` and the unaccelerated pipeline's images
+    from the same prompts and seeds (the caching papers' "FID to the original outputs"; another network, not FID)."""
+    a = FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"])
+    # a distance: rounding in the matrix square root can leave a tiny negative where the sets agree
+    return max(0.0, frechet_between(a, FeatureStats.of(effnet_features(plain), EXTRACTORS["effnet"])))
+
+
 def fd_domain(images: torch.Tensor, ref: FeatureStats | str | Path | None = None) -> float:
     """Frechet distance on the penultimate features of the Fashion-MNIST classifier trained here."""
     return fd_domain_of_features(domain_features(images), ref)
