@@ -10,14 +10,13 @@ from PIL import Image
 from accel.bench.driver import split_prompts
 from accel.bench.metrics import REFERENCE_ONLY, check_metrics, default_metrics
 from accel.cli import main
-from user_models import save
+from user_models import prompt_file, save
 
 
 @pytest.fixture(scope="module")
 def user_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-user")
-    prompts = root / "prompts.txt"
-    prompts.write_text("a photo of a cat\na red dress\na blue bag\na dog on a tree\na green house\n")
+    prompts = prompt_file(root)
     refs = root / "refs"
     refs.mkdir()
     rng = np.random.default_rng(0)

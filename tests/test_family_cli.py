@@ -5,7 +5,7 @@ import json
 import pytest
 
 from accel.cli import main
-from user_models import save
+from user_models import prompt_file, save
 
 FAMILIES = ("flux", "sd3", "sdxl", "dit")
 
@@ -13,11 +13,8 @@ FAMILIES = ("flux", "sd3", "sdxl", "dit")
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("user-models")
-    prompts = root / "prompts.txt"
-    prompts.write_text("a photo of a cat\na red dress\na blue bag\na dog on a tree\n")
-    classes = root / "classes.txt"
-    classes.write_text("bag\nsneaker\ndress\ncoat\n")
-    return {f: save(f, root) for f in FAMILIES}, prompts, classes
+    classes = prompt_file(root, ("bag", "sneaker", "dress", "coat"), "classes.txt")
+    return {f: save(f, root) for f in FAMILIES}, prompt_file(root), classes
 
 
 def _args(family: str, prompts, classes) -> list[str]:

@@ -108,3 +108,11 @@ def save(family: str, root: Path, seed: int = 0) -> Path:
             index["id2label"] = {str(i): name for i, name in enumerate(DIT_LABELS)}
             (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
+
+
+def prompt_file(root: Path, prompts: tuple[str, ...] = ("a photo of a cat", "a red dress", "a blue bag",
+                                                         "a dog on a tree", "a green house"), name: str = "prompts.txt") -> Path:
+    """A user's prompts file, one prompt per line."""
+    path = root / name
+    path.write_text("\n".join(prompts) + "\n")
+    return path
