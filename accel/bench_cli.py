@@ -18,6 +18,8 @@ def _run(a) -> None:
             msg = str(e)
             raise CLIError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
+    if a.clip and not (Path(a.clip) / "config.json").exists():
+        raise CLIError(f"--clip {a.clip!r}: no CLIP model folder (config.json missing)")
     if a.ref_images and not Path(a.ref_images).is_dir():
         raise CLIError(f"--ref-images {a.ref_images!r}: no such folder")
     prompts = None
@@ -32,7 +34,7 @@ def _run(a) -> None:
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
                       timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
                       timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
-                      dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats)
+                      dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -77,9 +79,11 @@ def add_bench_parser(sub) -> None:
                                                              "fd_ref: the slowest)")
     s.add_argument("--metrics", help="comma-separated quality metrics (default: psnr, ssim, fd_plain on any pipeline; "
                                      "the reference pipelines add fd_domain, fd_effnet, alignment, clipping). Known: "
-                                     "psnr, ssim, fd_plain, fd_ref, fid, fd_domain, fd_effnet, alignment, clipping")
+                                     "psnr, ssim, fd_plain, fd_ref, fid, clip, fd_domain, fd_effnet, alignment, clipping")
     s.add_argument("--ref-images", help="a folder of real images of your domain: fd_ref (EfficientNet-Lite0 "
                                         "features) and fid (Inception weights needed)")
+    s.add_argument("--clip", help="a local CLIP model folder (CLIPModel.save_pretrained with its tokenizer): the clip "
+                                  "metric, CLIP score of each image against its prompt")
     s.add_argument("--ref-stats", help="EfficientNet statistics of your data (python -m accel.metrics.reference_stats "
                                        "--folder DIR --only effnet): fd_ref")
     s.add_argument("--quality-only", action="store_true", help="leave latency out of the table")

@@ -87,3 +87,29 @@ def test_fd_plain_against_a_direct_computation():
     direct = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
     assert fd_plain(a, b) == pytest.approx(direct, rel=1e-4)
     assert fd_plain(a, a) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_clip_score_against_a_direct_computation_and_in_the_bench(user_setup, tmp_path):
+    import torch.nn.functional as F
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from accel.metrics.clip import _MEAN, _STD, clip_score
+    from user_models import save_clip
+
+    folder = save_clip(tmp_path / "clip")
+    g = torch.Generator().manual_seed(0)
+    images, prompts = torch.rand(3, 3, 20, 20, generator=g), ["a red dress", "a cat", "a blue bag"]
+    model, tok = CLIPModel.from_pretrained(folder).eval(), CLIPTokenizer.from_pretrained(folder)
+    x = F.interpolate(images, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    x = (x - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = model(pixel_values=x, **tok(prompts, padding=True, return_tensors="pt"))
+    cos = F.cosine_similarity(out.image_embeds, out.text_embeds, dim=-1)
+    assert clip_score(images, prompts, folder) == pytest.approx(float((100 * cos.clamp_min(0)).mean()), rel=1e-4)
+    root, prompts_file, _ = user_setup
+    out_dir = root / "bench-clip"
+    assert main(["bench", "--pipeline", str(save("sd3", root)), "--prompts", str(prompts_file), "--clip", str(folder),
+                 "--height", "16", "--width", "16", "--steps", "4", "--num-images", "2", "--batch", "2",
+                 "--methods", "plain,uniform:2", "--timing-rounds", "0", "--no-effnet", "--out", str(out_dir)]) == 0
+    rows = json.loads((out_dir / "results.json").read_text())["rows"]
+    assert all(0 <= r["clip"] <= 100 for r in rows) and "CLIP score" in (out_dir / "results.md").read_text()

@@ -116,3 +116,19 @@ def prompt_file(root: Path, prompts: tuple[str, ...] = ("a photo of a cat", "a r
     path = root / name
     path.write_text("\n".join(prompts) + "\n")
     return path
+
+
+def save_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny random-weight ``CLIPModel`` with its tokenizer, saved as a user's local CLIP folder."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder / "tok")
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                      pad_token_id=1),
+                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=8)
+    CLIPModel(cfg).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

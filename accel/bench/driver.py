@@ -82,6 +82,7 @@ class BenchConfig:
     metrics: tuple[str, ...] | None = None  # None: the pipeline's defaults (accel.bench.metrics.default_metrics)
     ref_images: str | None = None  # a folder of the user's reference images (fd_ref, fid)
     ref_stats: str | None = None  # EfficientNet statistics of the user's reference data (fd_ref)
+    clip: str | None = None  # a local CLIP model folder (the clip metric)
     calibration_prompts: list[str] | None = None  # what calibrated rows use (split from ``prompts``; None: defaults)
     height: int | None = None  # image size of every call (None: the pipeline's own)
     width: int | None = None
@@ -144,7 +145,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     pipe.set_progress_bar_config(disable=True)
     reference = getattr(pipe, "accel_reference", None) is not None
     ref_stats, ref_images = _reference_data(cfg)
-    names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet)
+    names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet, cfg.clip is not None)
     check_metrics(names, reference, ref_stats is not None)
     if cfg.prompts:
         scored, cfg.calibration_prompts = split_prompts(cfg.prompts)
@@ -184,7 +185,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                 _restore_order(den, order)
             if rank == 0:
                 inputs = MetricInputs(imgs, all_images.get("plain", imgs), row.name == "plain", labels, ref_stats,
-                                      ref_images)
+                                      ref_images, prompts, cfg.clip)
                 result = _row_result(row, inputs, names, e2e, dn, macs)
         except Exception as e:  # noqa: BLE001 - a row that cannot run here is recorded with its reason
             if row.name == "plain":

@@ -8,7 +8,8 @@ Against the user's data:
 - ``fd_ref``: Frechet distance on EfficientNet-Lite0 features to reference statistics (``--ref-stats FILE``
   or ``--ref-images DIR``, made by ``python -m accel.metrics.reference_stats``);
 - ``fid``: the standard FID (torchmetrics, Inception weights) against ``--ref-images``; unavailable offline,
-  and then the table says why.
+  and then the table says why;
+- ``clip``: CLIP score of each image against its prompt with a local CLIP model (``--clip DIR``).
 The reference pipelines only (Fashion-MNIST): ``fd_domain`` and ``fd_effnet`` (Frechet distances to the
 Fashion-MNIST test set on the domain classifier's and EfficientNet's features), ``alignment`` (the domain
 classifier recognises the prompted class), ``clipping`` (saturated pixels).
@@ -33,6 +34,8 @@ class MetricInputs:
     labels: list  # reference pipelines: the prompted class per image (None where a prompt names none)
     ref_stats: object | None = None  # FeatureStats (EfficientNet) of the user's reference data
     ref_images: torch.Tensor | None = None
+    prompts: list | None = None  # the prompt of each image (CLIP score)
+    clip: str | None = None  # a local CLIP model folder
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,14 @@ def _fid(m: MetricInputs) -> float:
     return fid(m.images, m.ref_images)
 
 
+def _clip(m: MetricInputs) -> float:
+    from ..metrics.clip import clip_score
+
+    if m.clip is None:
+        raise ValueError("clip needs --clip DIR (a local CLIP model folder)")
+    return clip_score(m.images, m.prompts, m.clip)
+
+
 def _fd_domain(m: MetricInputs) -> float:
     from ..metrics import fd_domain
 
@@ -107,17 +118,20 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fd_plain", _fd_plain, "fd_plain"),
     Metric("fd_ref", _fd_ref, "fd_ref"),
     Metric("fid", _fid, "FID"),
+    Metric("clip", _clip, "CLIP score"),
     Metric("psnr", _psnr, "psnr", "{:.1f}"),
     Metric("ssim", _ssim, "ssim", "{:.3f}"),
     Metric("clipping", _clipping, "clipping (>=0.995)", "{:.2%}"),
 )}
 
 
-def default_metrics(reference: bool, has_ref: bool, effnet: bool = True) -> tuple[str, ...]:
+def default_metrics(reference: bool, has_ref: bool, effnet: bool = True, has_clip: bool = False) -> tuple[str, ...]:
     """Reference pipelines: the domain metrics and the generic ones; any other pipeline: the generic ones (and
-    ``fd_ref`` with reference data). ``effnet=False`` leaves out the EfficientNet metrics (the slowest)."""
+    ``fd_ref`` with reference data, ``clip`` with a CLIP folder). ``effnet=False`` leaves out the EfficientNet
+    metrics (the slowest)."""
     names = ["fd_domain", "fd_effnet", "alignment"] if reference else []
-    names += ["fd_plain"] + (["fd_ref"] if has_ref else []) + ["psnr", "ssim"] + (["clipping"] if reference else [])
+    names += ["fd_plain"] + (["fd_ref"] if has_ref else []) + (["clip"] if has_clip else []) + ["psnr", "ssim"]
+    names += ["clipping"] if reference else []
     if not effnet:
         names = [n for n in names if n not in ("fd_effnet", "fd_plain", "fd_ref")]
     return tuple(names)
