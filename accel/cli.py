@@ -83,12 +83,6 @@ def _load(name: str, a: argparse.Namespace | None = None):
         raise CLIError(str(e)) from None
 
 
-def _class_conditional(pipe) -> bool:
-    from .pipelines.calls import is_class_conditional
-
-    return is_class_conditional(pipe)
-
-
 def add_call_args(p: argparse.ArgumentParser) -> None:
     """``--height`` / ``--width`` of the pipeline calls a subcommand makes."""
     p.add_argument("--height", type=int, help="image height in pixels (default: the pipeline's own)")
@@ -101,10 +95,9 @@ def check_call_args(a: argparse.Namespace) -> None:
         value = getattr(a, name, None)
         if value is not None and value < minimum:
             raise CLIError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
-    for name in ("guidance",):
-        value = getattr(a, name, None)
-        if value is not None and value < 0:
-            raise CLIError(f"--{name} must not be negative, got {value}")
+    guidance = getattr(a, "guidance", None)
+    if guidance is not None and guidance < 0:
+        raise CLIError(f"--guidance must not be negative, got {guidance}")
 
 
 def cmd_info(a) -> None:
@@ -138,7 +131,7 @@ def cmd_generate(a) -> None:
 
     import accel
 
-    from .pipelines.calls import call_kwargs, default_prompts
+    from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional
 
     check_call_args(a)
     pipe = _load(a.pipeline, a)
@@ -146,7 +139,7 @@ def cmd_generate(a) -> None:
     defaults = getattr(pipe, "accel_defaults", {})  # a one-step pipeline's defaults fix steps and guidance
     steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
     guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
-    prompts = a.prompt or (["a photo of a sneaker"] if not _class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
+    prompts = a.prompt or (["a photo of a sneaker"] if not is_class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
     try:
         call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width)
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size

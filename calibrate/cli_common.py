@@ -20,9 +20,10 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
                         "(forecast from the last two updates, and bac plans the updates for it; an accel option)")
 
 
-def read_prompts(a: argparse.Namespace, pipe=None) -> list[str]:
-    """The calibration prompts: ``--prompts FILE`` (refused when missing or empty), else ``--num-prompts`` defaults
-    for ``pipe`` (class names on class-conditional pipelines, else the reference calibration prompts)."""
+def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list[str]:
+    """The calibration prompts: ``--prompts FILE`` (refused when missing or empty), else ``n`` (default
+    ``--num-prompts``) defaults for ``pipe`` (class names on class-conditional pipelines, else the reference
+    calibration prompts)."""
     from accel.cli import CLIError
 
     if a.prompts:
@@ -35,11 +36,11 @@ def read_prompts(a: argparse.Namespace, pipe=None) -> list[str]:
     elif pipe is not None:
         from accel.pipelines.calls import default_prompts
 
-        prompts = default_prompts(pipe, a.num_prompts, seed=a.seed + 1, calibration=True)
+        prompts = default_prompts(pipe, n or a.num_prompts, seed=a.seed + 1, calibration=True)
     else:
         from accel.pipelines.data import calibration_prompts
 
-        prompts = calibration_prompts(a.num_prompts, seed=a.seed + 1)
+        prompts = calibration_prompts(n or a.num_prompts, seed=a.seed + 1)
     if pipe is not None:
         from accel.pipelines.calls import condition
 

@@ -249,6 +249,7 @@ def _cli_args(p) -> None:
 
 def _cli_run(a) -> None:
     from accel.cli import CLIError, _load
+    from accel.pipelines.calls import repeat_to
 
     from .cli_common import read_prompts, size_args
 
@@ -262,12 +263,8 @@ def _cli_run(a) -> None:
                        "every NFE")
     pipe = _load(a.pipeline, a)
     pipe.set_progress_bar_config(disable=True)
-    if a.prompts:  # the datapoints: the file's prompts (cycled to --num-datapoints)
-        prompts = read_prompts(a, pipe)
-    else:
-        a.num_prompts = a.num_datapoints
-        prompts = read_prompts(a, pipe)
-    prompts = (prompts * (a.num_datapoints // len(prompts) + 1))[: a.num_datapoints]
+    # the datapoints: the file's prompts (repeated to --num-datapoints), else that many default prompts
+    prompts = repeat_to(read_prompts(a, pipe, n=a.num_datapoints), a.num_datapoints)
     content = calibrate_dc(pipe, prompts, nfes, gs, a.gt_steps, a.seed, objective=a.objective,
                            call_kwargs=size_args(a, pipe) or None)
     save_dc(a.out, content)

@@ -33,13 +33,8 @@ SMOOTH_HALF_WIDTH = 0.25  # lambda units
 MIN_SAMPLES = 16  # the CLI's floor: s = Cov(f, f') / Var(f) from fewer samples diverges
 
 
-def _schedule(ns) -> NoiseSchedule:
-    return ns if isinstance(ns, NoiseSchedule) else NoiseSchedule.of(ns)
-
-
 def _alpha_sigma_t(ns: NoiseSchedule, lam: float) -> tuple[float, float, float]:
-    """alpha, sigma and the (continuous) scheduler timestep at half-logSNR ``lam`` (``ns``: or a scheduler)."""
-    ns = _schedule(ns)
+    """alpha, sigma and the (continuous) scheduler timestep at half-logSNR ``lam``."""
     n = ns.num_train_timesteps
     if ns.is_flow:
         sigma = 1.0 / (1.0 + math.exp(lam))
@@ -52,7 +47,6 @@ def _alpha_sigma_t(ns: NoiseSchedule, lam: float) -> tuple[float, float, float]:
 
 def _alpha_sigma_of_t(ns: NoiseSchedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha and sigma as differentiable functions of the continuous timestep (inverse of ``_alpha_sigma_t``)."""
-    ns = _schedule(ns)
     if ns.is_flow:
         sigma = t / ns.num_train_timesteps
         return 1 - sigma, sigma
@@ -259,7 +253,7 @@ def _cli_run(a) -> None:
     import json
 
     from accel.cli import CLIError, _load
-    from accel.pipelines.calls import condition
+    from accel.pipelines.calls import condition, repeat_to
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
 
@@ -282,12 +276,8 @@ def _cli_run(a) -> None:
             raise CLIError("--data real needs a reference pipeline (its dataset is known); use --data paths or samples")
         x0, prompts = reference_data_latents(pipe, a.num_samples, a.seed)
     else:  # samples, paths: the model's own, on prompts
-        prompts = read_prompts(a, pipe) if a.prompts or ref is None else None
-        if prompts is None:
-            from accel.pipelines.data import calibration_prompts
-
-            prompts = calibration_prompts(a.num_samples, seed=a.seed + 1)
-        prompts = (prompts * (a.num_samples // len(prompts) + 1))[: a.num_samples]
+        # reference pipelines without --prompts: one calibration prompt per sample (a user's model: --num-prompts)
+        prompts = repeat_to(read_prompts(a, pipe, n=a.num_samples if ref is not None else None), a.num_samples)
     starts = range(0, len(prompts), a.batch)
     fns = [GuidedDenoiser(pipe, condition(pipe, prompts[i : i + a.batch], a.guidance), a.guidance, size)
            for i in tqdm(starts, desc="ems: capturing the denoiser's inputs")]

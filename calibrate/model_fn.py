@@ -17,7 +17,6 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from accel.pipelines.families import find_denoiser, layout_of
-from accel.solvers.noise_schedule import NoiseSchedule
 
 _CAPTURE = "accel.calibrate.capture"
 _SAMPLE_ARGS = ("hidden_states", "sample")
@@ -48,7 +47,6 @@ class GuidedDenoiser:
         self.cond_first = layout.cfg_cond_first
         self.time_scale = layout.model_timestep_scale
         self.guidance = guidance
-        self.schedule = NoiseSchedule.of(pipe.scheduler)
         cap = _Capture()
         reg = HookRegistry.check_if_exists_or_initialize(self.den)
         reg.register_hook(cap, _CAPTURE)
@@ -79,7 +77,6 @@ class GuidedDenoiser:
         self.kwargs = first
         self.kwargs_uncond = self._named(params, cap.calls[1])[0] if self.two_call else None
         self.latent_shape = tuple(x.shape[1:])
-        self.channels = x.shape[1]
 
     def _named(self, params: list[str], call: tuple[tuple, dict]) -> tuple[dict, torch.Tensor]:
         args, kw = call

@@ -57,6 +57,11 @@ def uses_true_cfg(pipe) -> bool:
     return "true_cfg_scale" in params and not getattr(getattr(den, "config", None), "guidance_embeds", True)
 
 
+def repeat_to(prompts: list[str], n: int) -> list[str]:
+    """``prompts`` repeated in order until there are ``n`` of them."""
+    return (list(prompts) * (n // len(prompts) + 1))[:n]
+
+
 def default_prompts(pipe, n: int, seed: int = 0, calibration: bool = False) -> list[str]:
     """``n`` prompts for a pipeline that was given none: its class names (class-conditional pipelines), else the
     reference prompts (held-out evaluation prompts, or calibration prompts)."""

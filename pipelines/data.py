@@ -73,14 +73,6 @@ def label_of_caption(prompt: str) -> int | None:
     return _CAPTIONS.get(prompt.strip().lower())
 
 
-def label_of_prompt(prompt: str) -> int | None:
-    """The class a prompt names (longest class name found in it), or None."""
-    p = prompt.lower()
-    hits = [(len(n), i) for i, n in enumerate(CLASS_NAMES) if n in p]
-    # "shirt" is inside "t-shirt": the longest match wins.
-    return max(hits)[1] if hits else None
-
-
 def _read_idx(path: Path, header: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         return np.frombuffer(f.read(), dtype=np.uint8, offset=header)

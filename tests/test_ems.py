@@ -110,6 +110,7 @@ def test_ode_path_follows_the_exact_gaussian_flow(flow):
     from diffusers import DPMSolverMultistepScheduler
 
     from accel.calibrate.ems import _alpha_sigma_t, lambda_range, ode_path
+    from accel.solvers.noise_schedule import NoiseSchedule
 
     kw = dict(use_flow_sigmas=True, prediction_type="flow_prediction") if flow else {}
     base = DPMSolverMultistepScheduler(num_train_timesteps=1000, **kw)
@@ -118,9 +119,10 @@ def test_ode_path_follows_the_exact_gaussian_flow(flow):
     lams = np.linspace(*lambda_range(base), 21)
     z = torch.randn(4, 2, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     xs = ode_path(fn, base, z, lams)
-    a_T, s_T, _ = _alpha_sigma_t(base, float(lams[0]))
+    ns = NoiseSchedule.of(base)
+    a_T, s_T, _ = _alpha_sigma_t(ns, float(lams[0]))
     for lam, x in zip(lams, xs):
-        a, s, _ = _alpha_sigma_t(base, float(lam))
+        a, s, _ = _alpha_sigma_t(ns, float(lam))
         exact = z * ((a * a * c * c + s * s) / (a_T**2 * c * c + s_T**2)) ** 0.5
         assert float(((x - exact) ** 2).mean() / (exact**2).mean()) < 1e-4
 

@@ -35,11 +35,11 @@ def test_unknown_reference_is_a_clear_error():
 
 
 def test_captions_and_prompts():
-    from accel.pipelines.data import calibration_prompts, eval_prompts, label_of_prompt
+    from accel.pipelines.data import calibration_prompts, eval_prompts, label_of_caption
 
     prompts, labels = eval_prompts(20)
-    assert [label_of_prompt(p) for p in prompts] == labels
-    assert label_of_prompt("a grayscale picture of a t-shirt") == 0 and label_of_prompt("a shirt") == 6
+    assert [label_of_caption(p) for p in prompts] == labels
+    assert label_of_caption("a grayscale picture of a t-shirt") == 0 and label_of_caption("a shirt") == 6
     assert not set(calibration_prompts(50)) & set(eval_prompts(500)[0])  # disjoint templates
 
 

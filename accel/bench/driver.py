@@ -16,7 +16,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional
+from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional, repeat_to
 from ..pipelines.data import eval_prompts, label_of_caption
 from .metrics import MetricInputs, METRICS, check_metrics, compute, default_metrics
 from ..timing import Span, clock, device_of
@@ -149,7 +149,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     check_metrics(names, reference, ref_stats is not None)
     if cfg.prompts:
         scored, cfg.calibration_prompts = split_prompts(cfg.prompts)
-        prompts = (scored * (cfg.num_images // len(scored) + 1))[: cfg.num_images]
+        prompts = repeat_to(scored, cfg.num_images)
         labels = [label_of_caption(p) if reference else None for p in prompts]
     elif is_class_conditional(pipe) or not reference:
         prompts = default_prompts(pipe, cfg.num_images, seed=cfg.seed)

@@ -54,10 +54,9 @@ def _plain(spec: str, arg: str) -> Row:
 def calibration_set(pipe, cfg, n: int) -> list[str]:
     """``n`` prompts a row calibrates on: the bench's calibration prompts (split from ``--prompts``, never the ones it
     scores), else the pipeline's default calibration prompts."""
-    from ..pipelines.calls import default_prompts
+    from ..pipelines.calls import default_prompts, repeat_to
 
-    pool = getattr(cfg, "calibration_prompts", None) or default_prompts(pipe, n, seed=cfg.seed + 1, calibration=True)
-    return (list(pool) * (n // len(pool) + 1))[:n]
+    return repeat_to(cfg.calibration_prompts or default_prompts(pipe, n, seed=cfg.seed + 1, calibration=True), n)
 
 
 def _check_reuse(spec: str, reuse: str) -> None:

@@ -172,6 +172,7 @@ class PipelineTimesteps:
 
 
 def follow_pipeline(scheduler, schedule: NoiseSchedule):
-    """``scheduler`` (a ``PipelineTimesteps`` solver) set to take its flow timesteps from ``schedule``'s source."""
-    scheduler.timestep_source = copy.deepcopy(schedule.source) if schedule.source_decides_timesteps else None
+    """``scheduler`` (a ``PipelineTimesteps`` solver) set to take its flow timesteps from ``schedule``'s source (a
+    private copy: ``NoiseSchedule.of`` made it)."""
+    scheduler.timestep_source = schedule.source if schedule.source_decides_timesteps else None
     return scheduler
