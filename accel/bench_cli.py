@@ -6,6 +6,7 @@ from pathlib import Path
 
 def _run(a) -> None:
     from .bench import BenchConfig, run_bench
+    from .bench.page import command_line
     from .bench.rows import make_row
     from .cli import CLIError, check_call_args, resolve_device
 
@@ -34,7 +35,8 @@ def _run(a) -> None:
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
                       timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
                       timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
-                      dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip)
+                      dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip,
+                      command=command_line(["accel", *a.argv]))
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -50,6 +52,13 @@ def _run(a) -> None:
 
         update_section(a.readme, a.readme_section, table)
         print(f"README section {a.readme_section!r} updated in {a.readme}")
+    if a.page:
+        import json
+
+        from .bench.page import write_page
+
+        meta = json.loads((Path(a.out) / "results.json").read_text())["config"]
+        print(f"results page written: {write_page(a.page, table, meta, a.out, title=a.page_title)}")
     print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
 
 
@@ -100,6 +109,9 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--out", default="outputs/bench")
     s.add_argument("--readme-section", help="also write the table into README.md between <!-- bench:NAME --> markers")
     s.add_argument("--readme", default="README.md")
+    s.add_argument("--page", help="also write a results page (command, machine, date, table, plots), e.g. "
+                                  "docs/results/NAME.md")
+    s.add_argument("--page-title", help="the results page's title (default: from its file name)")
     from .cli import add_call_args, add_device_args
 
     add_call_args(s)

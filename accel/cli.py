@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_parser(sub)
 
     a = p.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # what the bench records as its command
     try:
         a.fn(a)
     except CLIError as e:

@@ -31,9 +31,12 @@ def test_generate_from_a_local_folder(folder, tmp_path, capsys):
 def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, capsys):
     methods = "plain,uniform:2,bac:m0.6,toca:2:0.5,fbcache:0.3,taylorseer:2,magcache:0.1,apg:6,facfg:3:6,dbcache:0.2"
     assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
-                 "--steps", "6", "--no-effnet", "--out", str(tmp_path)]) == 0
+                 "--steps", "6", "--no-effnet", "--out", str(tmp_path), "--page", str(tmp_path / "docs" / "run.md")]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     rows = {r["method"]: r for r in res["rows"]}
+    page = (tmp_path / "docs" / "run.md").read_text()  # the results page: command, machine, date, table, plots
+    assert "Command: `accel bench --pipeline" in page and "torch " in page and "\n| accel uniform every 2 |" in page
+    assert (tmp_path / "docs" / "run-pareto.png").exists() and "![pareto](run-pareto.png)" in page
     assert list(rows) == methods.split(",")
     assert rows["plain"]["speedup_e2e"] == pytest.approx(1.0) and rows["plain"]["psnr"] == float("inf")
     for r in res["rows"]:  # a model folder, not a reference pipeline: the generic metrics, no Fashion-MNIST ones

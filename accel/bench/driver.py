@@ -83,6 +83,7 @@ class BenchConfig:
     ref_images: str | None = None  # a folder of the user's reference images (fd_ref, fid)
     ref_stats: str | None = None  # EfficientNet statistics of the user's reference data (fd_ref)
     clip: str | None = None  # a local CLIP model folder (the clip metric)
+    command: str | None = None  # the command line results.json records (default: this process's)
     calibration_prompts: list[str] | None = None  # what calibrated rows use (split from ``prompts``; None: defaults)
     height: int | None = None  # image size of every call (None: the pipeline's own)
     width: int | None = None
@@ -276,10 +277,12 @@ def _meta(cfg: BenchConfig, prompts: list[str], world: int, skipped: list[dict],
 
     import diffusers
 
+    from .page import command_line
+
     return {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
             "skipped": skipped, "device": _device_name(cfg.device), "dtype": cfg.dtype,
-            "height": cfg.height, "width": cfg.width, "command": " ".join(sys.argv),
+            "height": cfg.height, "width": cfg.width, "command": cfg.command or command_line(sys.argv),
             "metrics": list(names), "calibration_prompts": cfg.calibration_prompts,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "torch": torch.__version__, "diffusers": diffusers.__version__}}
