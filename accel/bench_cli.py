@@ -8,7 +8,9 @@ def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.page import command_line
     from .bench.rows import make_row
-    from .cli import CLIError, check_call_args, resolve_device
+    from .cli_args import check_call_args
+    from .devices import resolve_device
+    from .errors import InputError
 
     check_call_args(a)
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
@@ -17,19 +19,19 @@ def _run(a) -> None:
             make_row(m)
         except (ValueError, FileNotFoundError) as e:
             msg = str(e)
-            raise CLIError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
+            raise InputError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
     if a.clip and not (Path(a.clip) / "config.json").exists():
-        raise CLIError(f"--clip {a.clip!r}: no CLIP model folder (config.json missing)")
+        raise InputError(f"--clip {a.clip!r}: no CLIP model folder (config.json missing)")
     if a.ref_images and not Path(a.ref_images).is_dir():
-        raise CLIError(f"--ref-images {a.ref_images!r}: no such folder")
+        raise InputError(f"--ref-images {a.ref_images!r}: no such folder")
     prompts = None
     if a.prompts:
         if not Path(a.prompts).exists():
-            raise CLIError(f"prompt file {a.prompts!r} not found")
+            raise InputError(f"prompt file {a.prompts!r} not found")
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
         if not prompts:
-            raise CLIError(f"prompt file {a.prompts!r} has no prompts")
+            raise InputError(f"prompt file {a.prompts!r} has no prompts")
     cfg = BenchConfig(pipeline=a.pipeline, methods=methods, prompts=prompts, num_images=a.num_images, steps=a.steps,
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
@@ -40,9 +42,9 @@ def _run(a) -> None:
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     except ValueError as e:  # prompts a class-conditional pipeline lacks, a size a pipeline cannot take
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     if not results:  # another process of `accelerate launch`: rank 0 writes
         return
     table = (Path(a.out) / "results.md").read_text()
@@ -88,7 +90,7 @@ def add_bench_parser(sub) -> None:
                                                              "fd_ref: the slowest)")
     s.add_argument("--metrics", help="comma-separated quality metrics (default: psnr, ssim, fd_plain on any pipeline; "
                                      "the reference pipelines add fd_domain, fd_effnet, alignment, clipping). Known: "
-                                     "psnr, ssim, fd_plain, fd_ref, fid, clip, fd_domain, fd_effnet, alignment, clipping")
+                                     "psnr, ssim, lpips, fd_plain, fd_ref, fid, clip, fd_domain, fd_effnet, alignment, clipping")
     s.add_argument("--ref-images", help="a folder of real images of your domain: fd_ref (EfficientNet-Lite0 "
                                         "features) and fid (Inception weights needed)")
     s.add_argument("--clip", help="a local CLIP model folder (CLIPModel.save_pretrained with its tokenizer): the clip "
@@ -112,7 +114,7 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--page", help="also write a results page (command, machine, date, table, plots), e.g. "
                                   "docs/results/NAME.md")
     s.add_argument("--page-title", help="the results page's title (default: from its file name)")
-    from .cli import add_call_args, add_device_args
+    from .cli_args import add_call_args, add_device_args
 
     add_call_args(s)
     add_device_args(s)

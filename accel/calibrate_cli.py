@@ -7,7 +7,7 @@ import argparse
 def add_calibrate_parser(sub) -> None:
     from .calibrate import METHODS
     from .calibrate.cli_common import add_shared_args
-    from .cli import add_call_args, add_device_args, check_call_args
+    from .cli_args import add_call_args, add_device_args, check_call_args
 
     s = sub.add_parser("calibrate", help="calibrate a cache schedule or solver statistics for a pipeline")
     s.add_argument("--method", required=True, choices=sorted(METHODS), help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))

@@ -9,11 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_args import add_call_args, add_device_args, check_call_args, load_from_args
+from .devices import resolve_device
+from .errors import InputError
+
 DEFAULT_PIPELINE = "pixart-eps"
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 def parse_cache(spec: str | None, pipe, steps: int):
@@ -28,76 +28,11 @@ def parse_cache(spec: str | None, pipe, steps: int):
         try:
             k = int(spec.split(":", 1)[1])
         except ValueError:
-            raise CLIError(f"bad cache spec {spec!r}: use uniform:K with an integer K") from None
+            raise InputError(f"bad cache spec {spec!r}: use uniform:K with an integer K") from None
         return accel.CacheSchedule.uniform(pipe, steps, k)
     if not Path(spec).exists():
-        raise CLIError(f"cache schedule {spec!r} not found (give a JSON file, 'full' or 'uniform:K')")
+        raise InputError(f"cache schedule {spec!r} not found (give a JSON file, 'full' or 'uniform:K')")
     return accel.CacheSchedule.load(spec)
-
-
-DTYPES = ("bfloat16", "float16", "float32")
-
-
-def add_device_args(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--dtype`` of the pipeline a subcommand loads."""
-    p.add_argument("--device", default="auto", help="where the pipeline runs: auto (CUDA when available, the local "
-                                                    "GPU of each process under accelerate launch; else cpu), cpu, "
-                                                    "cuda, cuda:N, ...")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="the pipeline's weights")
-
-
-def resolve_device(name: str) -> str:
-    """``auto``: ``cuda:LOCAL_RANK`` under a launcher, ``cuda`` on a GPU machine, else ``cpu``; an indexed CUDA
-    device becomes the process's current device."""
-    import os
-
-    import torch
-
-    if name != "auto":
-        try:
-            dev = torch.device(name)
-        except RuntimeError as e:
-            raise CLIError(f"--device {name}: {e}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CLIError(f"--device {name}: torch sees no CUDA device here (torch {torch.__version__})")
-    elif not torch.cuda.is_available():
-        return "cpu"
-    else:
-        name = f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
-    if torch.device(name).type == "cuda" and torch.device(name).index is not None:
-        torch.cuda.set_device(torch.device(name))  # the current device: default streams, synchronize()
-    return name
-
-
-def _load(name: str, a: argparse.Namespace | None = None):
-    """The pipeline ``name`` on the device and dtype of the command's ``--device`` / ``--dtype``."""
-    import torch
-
-    from .pipelines import load_pipeline
-
-    device = resolve_device(getattr(a, "device", "cpu"))
-    dtype = getattr(torch, getattr(a, "dtype", "float32"))
-    try:
-        return load_pipeline(name, dtype=dtype, device=device)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
-        raise CLIError(str(e)) from None
-
-
-def add_call_args(p: argparse.ArgumentParser) -> None:
-    """``--height`` / ``--width`` of the pipeline calls a subcommand makes."""
-    p.add_argument("--height", type=int, help="image height in pixels (default: the pipeline's own)")
-    p.add_argument("--width", type=int, help="image width in pixels (default: the pipeline's own)")
-
-
-def check_call_args(a: argparse.Namespace) -> None:
-    """Bad numbers refused before anything loads: steps, images and sizes below 1, a negative guidance scale."""
-    for name, minimum in (("steps", 1), ("num_images", 1), ("height", 1), ("width", 1), ("batch", 1)):
-        value = getattr(a, name, None)
-        if value is not None and value < minimum:
-            raise CLIError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
-    guidance = getattr(a, "guidance", None)
-    if guidance is not None and guidance < 0:
-        raise CLIError(f"--guidance must not be negative, got {guidance}")
 
 
 def cmd_info(a) -> None:
@@ -134,7 +69,7 @@ def cmd_generate(a) -> None:
     from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional
 
     check_call_args(a)
-    pipe = _load(a.pipeline, a)
+    pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
     defaults = getattr(pipe, "accel_defaults", {})  # a one-step pipeline's defaults fix steps and guidance
     steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
@@ -143,11 +78,11 @@ def cmd_generate(a) -> None:
     try:
         call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width)
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     try:
         cache = parse_cache(a.cache, pipe, steps)
     except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
-        raise CLIError(f"--cache {a.cache}: {e}") from None
+        raise InputError(f"--cache {a.cache}: {e}") from None
     try:
         from .guidance.spec import call_scale, guidance_from_spec
         from .solvers.named import with_guidance
@@ -158,13 +93,13 @@ def cmd_generate(a) -> None:
         solver = with_guidance(a.solver, call.get("guidance_scale", guidance)) if a.solver else None
         accel.apply(pipe, cache=cache, solver=solver, guidance=method)
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:  # a file for another model, ...
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
     except FloatingPointError as e:  # a solver that refuses to hand back non-finite latents
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     for i, img in enumerate(result.images):
         img.save(out / f"{i:03d}.png")
     print(accel.stats(pipe))
@@ -207,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     a.argv = list(sys.argv[1:] if argv is None else argv)  # what the bench records as its command
     try:
         a.fn(a)
-    except CLIError as e:
+    except InputError as e:
         print(f"accel {a.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

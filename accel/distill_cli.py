@@ -21,7 +21,7 @@ def add_distill_parser(sub) -> None:
     s.add_argument("--work", help="pairs and checkpoints (default: $ACCEL_RUNS/distill-<name>); reruns resume there")
     s.add_argument("--transformer-only", action="store_true", help="write only the student transformer (fp16)")
     s.add_argument("--out", required=True, help="output folder: a diffusers pipeline (or the transformer)")
-    from .cli import add_device_args
+    from .cli_args import add_device_args
 
     add_device_args(s)  # the student trains in float32 on the same device
     s.set_defaults(fn=run)
@@ -30,28 +30,29 @@ def add_distill_parser(sub) -> None:
 def run(a) -> None:
     import torch
 
-    from .cli import CLIError, _load
+    from .cli_args import load_from_args
+    from .errors import InputError
     from .distill import DistillConfig, PairConfig, make_pairs, train_student
     from .pipelines.training.common import runs_dir
 
     from .distill.train import require_flow
     from .solvers.named import solver_from_name
 
-    pipe = _load(a.pipeline, a)
+    pipe = load_from_args(a)
     try:  # before the teacher pairs, which take most of the run
         require_flow(pipe)
         solver_from_name(pipe, a.solver)
     except (ValueError, FileNotFoundError) as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     if a.prompts:
         if not Path(a.prompts).exists():
-            raise CLIError(f"prompt file {a.prompts!r} not found")
+            raise InputError(f"prompt file {a.prompts!r} not found")
         prompts = [l.strip() for l in Path(a.prompts).read_text().splitlines() if l.strip()]
     else:
         from .pipelines.data import train_captions
 
         if getattr(pipe, "accel_reference", None) is None:
-            raise CLIError("a local pipeline needs --prompts (training prompts for the teacher pairs)")
+            raise InputError("a local pipeline needs --prompts (training prompts for the teacher pairs)")
         prompts = [c for c, _ in train_captions()]
     work = Path(a.work) if a.work else runs_dir() / f"distill-{Path(str(a.pipeline)).name}"
     pcfg = PairConfig(num_pairs=a.num_pairs, solver=a.solver, steps=a.solver_steps, guidance=a.guidance, seed=a.seed)
@@ -60,7 +61,7 @@ def run(a) -> None:
     try:
         student = train_student(pipe, work / "pairs", work / "student.ckpt", dcfg)
     except ValueError as e:
-        raise CLIError(str(e)) from e
+        raise InputError(str(e)) from e
     out = Path(a.out)
     meta = {"teacher": str(a.pipeline), "pairs": a.num_pairs, "solver": a.solver, "solver_steps": a.solver_steps,
             "guidance_baked_in": a.guidance, "reflow_steps": a.reflow_steps, "distill_steps": a.distill_steps,

@@ -257,24 +257,45 @@ def _call(pipe, call: dict, steps: int, guidance: float, seed: int, kwargs: dict
 
 
 def record_statistics(pipe, calls: list[dict], steps: int, guidance: float, metric: str = "cosine", seed: int = 0,
-                      call_kwargs: dict | None = None, forecast: bool = False) -> tuple[ComponentStatistics, list[int]]:
-    """Run the pipeline on the calibration calls with everything computed; return the statistics and
-    the MACs of each component per denoiser call (at the first call's shapes)."""
+                      call_kwargs: dict | None = None, forecast: bool = False
+                      ) -> tuple[ComponentStatistics, list[int], torch.Tensor]:
+    """Run the pipeline on the calibration calls with everything computed; return the statistics, the MACs of
+    each component per denoiser call (at the first call's shapes) and the images."""
     kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
     accel.apply(pipe)  # count-only: all components compute
     h = handle_of(pipe)
     rec = FeatureRecorder(len(h.state.slots), steps, metric=metric, seed=seed, forecast=forecast)
     h.state.observers.append(rec.observe)
-    macs = None
+    macs, images = None, []
     try:
         for i, call in enumerate(tqdm(calls, desc="bac: recording")):
-            _call(pipe, call, steps, guidance, seed + i, kwargs)
+            images.append(_call(pipe, call, steps, guidance, seed + i, kwargs).images.float().cpu())
             rec.end_call()
             if macs is None:
                 macs = [c.macs for c in accel.stats(pipe).components]
     finally:
         accel.remove(pipe)
-    return rec.result(), macs
+    return rec.result(), macs, torch.cat(images)
+
+
+def calibration_fidelity(pipe, sched: accel.CacheSchedule, calls: list[dict], steps: int, guidance: float,
+                         plain: torch.Tensor, seed: int = 0, call_kwargs: dict | None = None,
+                         fd: bool = True) -> dict[str, float]:
+    """PSNR, SSIM and fd_plain (EfficientNet-Lite0 Frechet distance) of the schedule's images on the calibration
+    calls against the all-compute images ``plain`` from the same seeds: what the schedule costs in fidelity."""
+    from accel.metrics import fd_plain, psnr, ssim
+
+    kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
+    accel.apply(pipe, cache=sched)
+    try:
+        imgs = torch.cat([_call(pipe, call, steps, guidance, seed + i, kwargs).images.float().cpu()
+                          for i, call in enumerate(tqdm(calls, desc="bac: checking"))])
+    finally:
+        accel.remove(pipe)
+    out = {"psnr": psnr(imgs, plain), "ssim": ssim(imgs, plain)}
+    if fd and len(imgs) >= 2:
+        out["fd_plain"] = fd_plain(imgs, plain)
+    return out
 
 
 def measure_latency_model(pipe, call: dict, steps: int, guidance: float, comp_macs: list[int],
@@ -320,7 +341,7 @@ def build_table(updates: list[set[int]], slots: list[tuple[int, int]], steps: in
 def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.5, speedup: float | None = None,
                   macs_fraction: float | None = None, metric: str = "cosine", top_k: int = 3, seed: int = 0,
                   call_kwargs: dict | None = None, allocation: str = "uniform", warmup: int = 0,
-                  reuse: str = "hold", max_gap: int | None = None) -> accel.CacheSchedule:
+                  reuse: str = "hold", max_gap: int | None = None, check: bool = False) -> accel.CacheSchedule:
     """Calibrate a BAC schedule within a budget: a fraction of the component MACs (default 0.5: the budget
     does not depend on timings), or a target speed-up of the denoising loop predicted by a latency model timed
     on this machine. Blocks the family must always compute (the UNet's shallowest level) are never reused.
@@ -329,6 +350,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     similarity of the first-order forecast (``acs_all_forecast``) and the schedule is saved with that reuse mode.
     ``max_gap`` (an accel extension, like cache-dit's ``max_continuous_cached_steps``): no component reuses more
     than that many consecutive steps; the scheduler plans within that bound.
+    ``check``: also run the schedule on the calibration calls and record its fidelity to the all-compute images
+    (``calibration_fidelity``: PSNR, SSIM, fd_plain) in the metadata.
 
     Example:
         >>> import accel
@@ -356,7 +379,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
     layout = layout_of(den)
     if not calls:
         raise ValueError("BAC needs at least one calibration call (prompts)")
-    stats, comp_macs = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs,
+    stats, comp_macs, plain = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs,
                                          forecast=reuse == "taylor")
     blocks = layout.blocks(den)
     h_slots = [(r.block, r.component) for blk in blocks for r in blk]
@@ -437,7 +460,11 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
-    return accel.CacheSchedule(table, layout.name, layout.component_names, fingerprint(den), None, "bac", meta, reuse)
+    sched = accel.CacheSchedule(table, layout.name, layout.component_names, fingerprint(den), None, "bac", meta, reuse)
+    if check:
+        sched.metadata["calibration_fidelity"] = calibration_fidelity(pipe, sched, calls, steps, guidance, plain, seed,
+                                                            call_kwargs)
+    return sched
 
 
 def _cli_args(p) -> None:
@@ -453,23 +480,27 @@ def _cli_args(p) -> None:
     p.add_argument("--allocation", default="uniform", choices=("uniform", "greedy"),
                    help="uniform: one update count M for every component (the paper); greedy: per-component counts "
                         "maximising the summed similarity per MAC")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip scoring the schedule on the calibration prompts (PSNR, SSIM, fd_plain against the "
+                        "all-compute images; one more pass over them)")
 
 
 def _cli_run(a) -> None:
-    from accel.cli import CLIError, _load
+    from accel.errors import InputError
 
-    from .cli_common import read_prompts, size_args
 
-    pipe = _load(a.pipeline, a)
+    from .cli_common import load, read_prompts, size_args
+
+    pipe = load(a)
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     try:
         sched = calibrate_bac(pipe, prompt_batches(prompts, a.batch, pipe, a.guidance), steps=a.steps,
                               guidance=a.guidance, speedup=a.speedup, macs_fraction=a.macs_fraction, metric=a.metric,
                               top_k=a.top_k, seed=a.seed, allocation=a.allocation, warmup=a.warmup, reuse=a.reuse,
-                              max_gap=a.max_gap, call_kwargs=size_args(a, pipe))
+                              max_gap=a.max_gap, call_kwargs=size_args(a, pipe), check=not a.no_check)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     path = sched.save(a.out)
     m = sched.metadata
     pred = f", predicted speed-up {m['predicted_speedup']:.2f}x" if m.get("predicted_speedup") else ""
@@ -477,6 +508,11 @@ def _cli_run(a) -> None:
     ups = f"{min(ups)}-{max(ups)}" if isinstance(ups, list) else ups
     print(f"BAC schedule: {ups} updates per component of {a.steps} steps, "
           f"{m['component_macs_fraction']:.1%} of component MACs{pred} -> {path}")
+    if "calibration_fidelity" in m:
+        f = m["calibration_fidelity"]
+        fd = f", fd_plain {f['fd_plain']:.3g}" if "fd_plain" in f else ""
+        print(f"on the calibration prompts against the all-compute images: PSNR {f['psnr']:.1f} dB, "
+              f"SSIM {f['ssim']:.3f}{fd}")
 
 
 from .registry import CalibrationMethod, register  # noqa: E402

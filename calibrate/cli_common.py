@@ -1,4 +1,4 @@
-"""Arguments shared by the calibration methods that run the pipeline on prompts."""
+"""Arguments shared by the calibration methods that run the pipeline on prompts, and what they read from them."""
 from __future__ import annotations
 
 import argparse
@@ -20,19 +20,26 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
                         "(forecast from the last two updates, and bac plans the updates for it; an accel option)")
 
 
+def load(a: argparse.Namespace):
+    """The pipeline of ``--pipeline`` on ``--device`` / ``--dtype`` (a name that does not load: ``InputError``)."""
+    from accel.devices import load_pipeline_on
+
+    return load_pipeline_on(a.pipeline, getattr(a, "device", "auto"), getattr(a, "dtype", "float32"))
+
+
 def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list[str]:
     """The calibration prompts: ``--prompts FILE`` (refused when missing or empty), else ``n`` (default
     ``--num-prompts``) defaults for ``pipe`` (class names on class-conditional pipelines, else the reference
     calibration prompts)."""
-    from accel.cli import CLIError
+    from accel.errors import InputError
 
     if a.prompts:
         path = Path(a.prompts)
         if not path.exists():
-            raise CLIError(f"prompt file {a.prompts!r} not found")
+            raise InputError(f"prompt file {a.prompts!r} not found")
         prompts = [l.strip() for l in path.read_text().splitlines() if l.strip()]
         if not prompts:
-            raise CLIError(f"prompt file {a.prompts!r} has no prompts")
+            raise InputError(f"prompt file {a.prompts!r} has no prompts")
     elif pipe is not None:
         from accel.pipelines.calls import default_prompts
 
@@ -47,16 +54,16 @@ def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list
         try:
             condition(pipe, prompts)
         except ValueError as e:  # prompts a class-conditional pipeline does not know
-            raise CLIError(str(e)) from None
+            raise InputError(str(e)) from None
     return prompts
 
 
 def size_args(a: argparse.Namespace, pipe) -> dict:
     """``--height`` / ``--width`` as call arguments of ``pipe`` (a clear error where it has a fixed size)."""
-    from accel.cli import CLIError
+    from accel.errors import InputError
     from accel.pipelines.calls import size_kwargs
 
     try:
         return size_kwargs(pipe, getattr(a, "height", None), getattr(a, "width", None))
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None

@@ -21,15 +21,14 @@ Departures from the official code, each for a stated reason:
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from accel.solvers.dc_solver import DCSolverScheduler
+from accel.solvers.dc_file import load_dc, save_dc  # noqa: F401 - the file format lives with the solver
 
 
 @dataclass
@@ -223,20 +222,6 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
             "objective": objective, "bounds": list(bounds), "searched": records, "cpr_coefficients": fit_cpr(records)}
 
 
-def save_dc(path: str | Path, content: dict) -> None:
-    Path(path).write_text(json.dumps(content, indent=1))
-
-
-def load_dc(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"DC ratio file {path} not found; make one with `accel calibrate --method dc`")
-    content = json.loads(p.read_text())
-    if "cpr_coefficients" not in content:
-        raise ValueError(f"{path} is not a DC ratio file (no cpr_coefficients)")
-    return content
-
-
 def _cli_args(p) -> None:
     p.add_argument("--nfe", default="5,6,8,10", help="comma-separated step counts to search")
     p.add_argument("--guidances", default="2,4.5,7.5", help="comma-separated CFG scales to search")
@@ -248,20 +233,21 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
-    from accel.cli import CLIError, _load
+    from accel.errors import InputError
+
     from accel.pipelines.calls import repeat_to
 
-    from .cli_common import read_prompts, size_args
+    from .cli_common import load, read_prompts, size_args
 
     try:
         nfes = [int(v) for v in a.nfe.split(",")]
         gs = [float(v) for v in a.guidances.split(",")]
     except ValueError:
-        raise CLIError(f"--nfe {a.nfe} / --guidances {a.guidances}: comma-separated numbers expected") from None
+        raise InputError(f"--nfe {a.nfe} / --guidances {a.guidances}: comma-separated numbers expected") from None
     if min(nfes) < 1 or min(gs) < 0 or a.num_datapoints < 1 or a.gt_steps <= max(nfes):
-        raise CLIError("DC needs --nfe values >= 1, --guidances >= 0, --num-datapoints >= 1 and --gt-steps above "
+        raise InputError("DC needs --nfe values >= 1, --guidances >= 0, --num-datapoints >= 1 and --gt-steps above "
                        "every NFE")
-    pipe = _load(a.pipeline, a)
+    pipe = load(a)
     pipe.set_progress_bar_config(disable=True)
     # the datapoints: the file's prompts (repeated to --num-datapoints), else that many default prompts
     prompts = repeat_to(read_prompts(a, pipe, n=a.num_datapoints), a.num_datapoints)

@@ -2,7 +2,8 @@
 
 Genome: the boolean schedule [step, block, component] (True = compute). Objectives, both minimised:
 F1 = quality loss on the calibration prompts (default ``fd_domain`` relative to the uncached
-pipeline plus 1 - SSIM to the uncached images; ``alignment``, an accel option, adds the prompted class's
+pipeline plus 1 - SSIM to the uncached images; on other models, 1 - SSIM plus ``fd_plain``, the Frechet distance on
+EfficientNet-Lite0 features to the uncached images relative to their spread; ``alignment``, an accel option, adds the prompted class's
 classifier probability lost against the uncached images), F2 = the schedule's static component MACs relative
 to all-compute (``cost="latency"``, an accel option: the denoising time predicted by BAC's latency model,
 which also charges each block run a step, so schedules the block fast path serves cost less; measured once
@@ -43,7 +44,7 @@ import accel
 from accel.pipelines.families import find_denoiser, fingerprint, layout_of
 
 
-QUALITY_TERMS = ("fd_domain", "fidelity", "alignment")  # the terms a quality objective sums
+QUALITY_TERMS = ("fd_domain", "fidelity", "fd_plain", "alignment")  # the terms a quality objective sums
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,14 @@ class ScheduleEvaluator:
         self.comp_macs = [c.macs for c in st.components]  # per cache slot, for the latency model
         self.latency = None  # a calibrate.bac.LatencyModel when cfg.cost == "latency"
         self.ref_fd = self._fd(self.ref) if "fd_domain" in cfg.terms else None
+        self.plain_stats = None  # EfficientNet statistics of the uncached images, for the fd_plain term
+        if "fd_plain" in cfg.terms:
+            from accel.metrics.quality import effnet_stats
+
+            self.plain_stats = effnet_stats(self.ref)
+            # the unit: the plain set's total feature variance (a set of independent images of the same spread lies
+            # about twice that far), so the term is on the scale of the others whatever the network's feature norms
+            self.plain_spread = max(float(np.trace(self.plain_stats.sigma)), 1e-8)
         self.labels = self._labels() if "alignment" in cfg.terms else None
         self.ref_prob = self._prob(self.ref) if self.labels is not None else None
 
@@ -242,6 +251,11 @@ class ScheduleEvaluator:
             loss += w["fd_domain"] * (m["fd_domain"] / max(self.ref_fd, 1e-8) - 1.0)
         if "fidelity" in w:
             loss += w["fidelity"] * (1.0 - m["ssim"])
+        if self.plain_stats is not None:
+            from accel.metrics import fd_plain
+
+            m["fd_plain"] = fd_plain(imgs, self.plain_stats)
+            loss += w["fd_plain"] * m["fd_plain"] / self.plain_spread
         if self.labels is not None:  # an accel option: the prompted class's probability lost against the uncached
             m["class_probability"] = self._prob(imgs)
             loss += w["alignment"] * (self.ref_prob - m["class_probability"])
@@ -460,8 +474,10 @@ def _cli_args(p) -> None:
     p.add_argument("--crossover-prob", type=float, default=0.9)
     p.add_argument("--mutation-prob", type=float, default=0.05)
     p.add_argument("--quality", default=None,
-                   help="default: fd_domain+fidelity on the reference pipelines, fidelity on any other model. "
+                   help="default: fd_domain+fidelity on the reference pipelines, fidelity+fd_plain on any other model. "
                         "'+'-joined terms: fd_domain (relative to the uncached), fidelity (1 - SSIM to the uncached), "
+                        "fd_plain (Frechet distance on EfficientNet-Lite0 features to the uncached images, over their "
+                        "total feature variance), "
                         "alignment (an accel option: the prompted class's classifier probability lost against the "
                         "uncached; prompts must name a reference class); a term W*name is weighed W, e.g. "
                         "fd_domain+5*alignment")
@@ -481,24 +497,25 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
-    from accel.cli import CLIError, _load
+    from accel.errors import InputError
+
 
     from .bac import prompt_batches
-    from .cli_common import read_prompts, size_args
+    from .cli_common import load, read_prompts, size_args
 
     try:
         import pymoo  # noqa: F401
     except ImportError:
-        raise CLIError("ECAD searches with pymoo's NSGA-II: pip install 'accel[calibrate]'") from None
-    pipe = _load(a.pipeline, a)
+        raise InputError("ECAD searches with pymoo's NSGA-II: pip install 'accel[calibrate]'") from None
+    pipe = load(a)
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     size = size_args(a, pipe)
     reference = getattr(pipe, "accel_reference", None) is not None
-    quality = a.quality or ("fd_domain+fidelity" if reference else "fidelity")
+    quality = a.quality or ("fd_domain+fidelity" if reference else "fidelity+fd_plain")
     if not reference and any(t in quality for t in ("fd_domain", "alignment")):
-        raise CLIError(f"--quality {quality}: fd_domain and alignment measure against Fashion-MNIST and mean "
-                       "something only on the reference pipelines; on your model use fidelity")
+        raise InputError(f"--quality {quality}: fd_domain and alignment measure against Fashion-MNIST and mean "
+                       "something only on the reference pipelines; on your model use fidelity and fd_plain")
     try:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=quality,
@@ -508,7 +525,7 @@ def _cli_run(a) -> None:
         res = run_ecad(pipe, prompt_batches(prompts, a.batch, pipe, cfg.call_guidance()), a.out, cfg,
                        call_kwargs=size or None)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     print(f"ECAD front: {len(res.front)} schedules -> {a.out}/index.json, front.png")
 
 

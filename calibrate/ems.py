@@ -252,28 +252,29 @@ def _cli_args(p) -> None:
 def _cli_run(a) -> None:
     import json
 
-    from accel.cli import CLIError, _load
+    from accel.errors import InputError
+
     from accel.pipelines.calls import condition, repeat_to
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
 
-    from .cli_common import read_prompts, size_args
+    from .cli_common import load, read_prompts, size_args
     from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
 
     if a.num_samples < MIN_SAMPLES:
-        raise CLIError(f"--num-samples {a.num_samples}: s and b are covariances over the samples; fewer than "
+        raise InputError(f"--num-samples {a.num_samples}: s and b are covariances over the samples; fewer than "
                        f"{MIN_SAMPLES} give statistics that make DPM-Solver-v3 diverge (64 suffice on the reference "
                        "pipelines, the paper uses 1,024)")
-    pipe = _load(a.pipeline, a)
+    pipe = load(a)
     pipe.set_progress_bar_config(disable=True)
     ref = getattr(pipe, "accel_reference", None)
     data = a.data or ("real" if ref is not None else "paths")  # a user's model: its own guided ODE paths
     size = size_args(a, pipe)
     if data == "real":
         if ref is None:
-            raise CLIError("--data real needs a reference pipeline (its dataset is known); use --data paths or samples")
+            raise InputError("--data real needs a reference pipeline (its dataset is known); use --data paths or samples")
         x0, prompts = reference_data_latents(pipe, a.num_samples, a.seed)
     else:  # samples, paths: the model's own, on prompts
         # reference pipelines without --prompts: one calibration prompt per sample (a user's model: --num-prompts)

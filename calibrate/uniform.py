@@ -14,20 +14,22 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _run(a: argparse.Namespace) -> None:
     import accel
-    from accel.cli import CLIError, _load
+    from accel.errors import InputError
+
+    from .cli_common import load
 
     try:
         steps = [int(i) for i in a.compute_steps.split(",")] if a.compute_steps else None
     except ValueError:
-        raise CLIError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
-    pipe = _load(a.pipeline, a)
+        raise InputError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
+    pipe = load(a)
     try:
         if steps is not None:
             sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=a.reuse)
         else:
             sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=a.warmup, reuse=a.reuse)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise InputError(str(e)) from None
     path = sched.save(a.out)
     print(f"{sched.method} schedule ({sched.compute_fraction():.0%} computed, reuse {sched.reuse}) -> {path}")
 

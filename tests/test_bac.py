@@ -218,3 +218,23 @@ def test_speedup_target_uses_the_measured_latency_model():
     n_blocks = len(pipe.transformer.transformer_blocks)
     assert list(lm["fast_blocks"]) == list(range(n_blocks)) and lm["sec_per_block_step"] >= 0
     assert sched.metadata["predicted_speedup"] >= 1.1
+
+
+def test_check_records_the_schedules_fidelity_on_the_calibration_calls():
+    """check=True: PSNR, SSIM and fd_plain of the schedule's images against the all-compute images, the same
+    numbers a direct computation gives."""
+    import torch
+
+    from accel.metrics import psnr, ssim
+
+    pipe, call, kw = _calibration_call("pixart")
+    sched = calibrate_bac(pipe, [call, call], steps=8, guidance=4.0, macs_fraction=0.5, call_kwargs=kw, check=True)
+    f = sched.metadata["calibration_fidelity"]
+    out = []
+    for cached in (False, True):
+        accel.apply(pipe, cache=sched if cached else None)
+        out.append(torch.cat([pipe(**call, **kw, num_inference_steps=8, guidance_scale=4.0, output_type="pt",
+                                   generator=torch.Generator().manual_seed(i)).images.float() for i in range(2)]))
+        accel.remove(pipe)
+    assert f["psnr"] == pytest.approx(psnr(out[1], out[0]), rel=1e-6) and f["ssim"] == pytest.approx(ssim(out[1], out[0]))
+    assert f["fd_plain"] >= 0 and f["psnr"] < float("inf")

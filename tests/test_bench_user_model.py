@@ -52,16 +52,20 @@ def test_bench_on_a_user_model_reports_generic_metrics_and_keeps_every_row(famil
     assert not set(res["config"]["calibration_prompts"]) & set(split_prompts(prompts.read_text().split("\n")[:-1])[0])
 
 
-def test_fid_without_weights_gives_its_reason_and_domain_metrics_are_refused(user_setup, capsys):
+def test_fid_and_lpips_without_weights_give_their_reason_and_domain_metrics_are_refused(user_setup, capsys):
     root, prompts, refs = user_setup
     folder = save("sd3", root)
     out = root / "bench-fid"
     assert main(["bench", "--pipeline", str(folder), "--prompts", str(prompts), "--ref-images", str(refs),
                  "--height", "16", "--width", "16", "--steps", "4", "--num-images", "2", "--batch", "2",
-                 "--methods", "plain,uniform:2", "--metrics", "psnr,fid", "--timing-rounds", "0",
+                 "--methods", "plain,uniform:2", "--metrics", "psnr,fid,lpips", "--timing-rounds", "0",
                  "--out", str(out)]) == 0
     md = (out / "results.md").read_text()
     assert "`fid` not computed:" in md and "Traceback" not in md
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    lpips_ok = rows[1]["lpips"] is not None  # a machine with torchmetrics and the AlexNet weights computes it
+    assert lpips_ok or "`lpips` not computed:" in md
+    assert rows[0]["lpips"] == 0.0
     capsys.readouterr()
     assert main(["bench", "--pipeline", str(folder), "--metrics", "fd_domain", "--out", str(out)]) == 2
     assert "Fashion-MNIST" in capsys.readouterr().err

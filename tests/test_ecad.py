@@ -178,6 +178,7 @@ def test_alignment_term_is_the_class_probability_lost():
     bits = np.zeros(ev.n_var, bool)  # reuse everything after step 0
     m = ev.evaluate(bits)
     assert m["quality_loss"] == pytest.approx(1 - m["ssim"] + ev.ref_prob - m["class_probability"], abs=2e-6)
+
     assert m["ssim"] < 1 and "fd_domain" not in m
     # a weighted term: the same images, the lost probability counted five times
     for bad in ("fidelity+0*alignment", "fidelity+x*alignment", "fidelity+2*fidelity", "fidelity+inf*alignment"):
@@ -188,6 +189,29 @@ def test_alignment_term_is_the_class_probability_lost():
     mw = ScheduleEvaluator(pipe, [{"prompt": ["a photo of a sneaker", "a photo of a dress"]}], weighted).evaluate(bits)
     assert mw["class_probability"] == pytest.approx(m["class_probability"], abs=1e-6) and mw["ssim"] == pytest.approx(m["ssim"])
     assert mw["quality_loss"] == pytest.approx(1 - m["ssim"] + 5 * (ev.ref_prob - m["class_probability"]), abs=1e-5)
+
+
+def test_fd_plain_term_is_the_distance_to_the_uncached_images_over_their_spread():
+    """quality "fidelity+fd_plain" (the default on a user's model): 1 - SSIM plus the Frechet distance on
+    EfficientNet features to the uncached images over their total feature variance; the uncached schedule scores 0."""
+    import numpy as np
+
+    import accel
+    from accel.calibrate.ecad import ECADConfig, ScheduleEvaluator
+    from accel.metrics import fd_plain
+
+    pipe, call, ck = _tiny_pixart_call()
+    calls = [call, call]  # four images (the second call is seeded 1)
+    ev = ScheduleEvaluator(pipe, calls, ECADConfig(steps=4, pop_size=4, generations=1, quality="fidelity+2*fd_plain"), ck)
+    full = ev.evaluate(np.ones(ev.n_var, bool))
+    assert full["fd_plain"] == pytest.approx(0.0, abs=1e-6) and full["quality_loss"] == pytest.approx(0.0, abs=1e-5)
+    m = ev.evaluate(np.zeros(ev.n_var, bool))  # reuse everything after step 0
+    spread = np.trace(ev.plain_stats.sigma)
+    accel.apply(pipe, cache=ev.schedule(np.zeros(ev.n_var, bool)))
+    direct = fd_plain(ev._generate(), ev.ref)
+    accel.remove(pipe)
+    assert m["fd_plain"] == pytest.approx(direct, rel=1e-6)
+    assert m["fd_plain"] > 0 and m["quality_loss"] == pytest.approx(1 - m["ssim"] + 2 * m["fd_plain"] / spread, abs=2e-6)
 
 
 def test_block_granularity_decides_whole_blocks():

@@ -2,6 +2,8 @@
 
 Reference-free (any pipeline):
 - ``psnr``, ``ssim``: fidelity to the plain pipeline's images from the same prompts and seeds;
+- ``lpips``: LPIPS to the plain pipeline's images, where torchmetrics can load its weights (else the table
+  says why);
 - ``fd_plain``: Frechet distance on EfficientNet-Lite0 features between a row's images and the plain
   pipeline's (the caching papers' "FID to the original outputs", on another network: not FID).
 Against the user's data:
@@ -56,6 +58,12 @@ def _ssim(m: MetricInputs) -> float:
     from ..metrics import ssim
 
     return ssim(m.images, m.plain)
+
+
+def _lpips(m: MetricInputs) -> float:
+    from ..metrics.lpips import lpips
+
+    return 0.0 if m.is_plain else lpips(m.images, m.plain)
 
 
 def _fd_plain(m: MetricInputs) -> float:
@@ -121,6 +129,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("clip", _clip, "CLIP score"),
     Metric("psnr", _psnr, "psnr", "{:.1f}"),
     Metric("ssim", _ssim, "ssim", "{:.3f}"),
+    Metric("lpips", _lpips, "LPIPS", "{:.3f}"),
     Metric("clipping", _clipping, "clipping (>=0.995)", "{:.2%}"),
 )}
 

@@ -33,11 +33,11 @@ class APG:
 
     def validate(self, pipe) -> None:
         """Raise before anything is attached when the pipeline cannot take APG."""
-        from .hook import prediction_type
+        from ..solvers.noise_schedule import NoiseSchedule
 
         if not hasattr(pipe, "scheduler"):
             raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
-        prediction_type(pipe.scheduler)
+        NoiseSchedule.of(pipe.scheduler)  # raises on a scheduler whose prediction type guidance cannot use
 
     def __post_init__(self) -> None:
         if self.scale < 1:

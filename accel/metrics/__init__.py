@@ -3,3 +3,4 @@ from .cost import Latency, latency, macs_per_image  # noqa: F401
 from .fid import FIDUnavailableError, fid  # noqa: F401
 from .frechet import FeatureStats, frechet_between, frechet_distance  # noqa: F401
 from .quality import alignment, class_probability, clipping, fd_domain, fd_effnet, fd_plain, psnr, ssim  # noqa: F401
+from .lpips import LPIPSUnavailableError, lpips  # noqa: F401

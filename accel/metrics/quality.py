@@ -40,12 +40,19 @@ def fd_effnet(images: torch.Tensor, ref: FeatureStats | str | Path | None = None
     return frechet_between(FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"]), _ref("effnet", ref))
 
 
-def fd_plain(images: torch.Tensor, plain: torch.Tensor) -> float:
+def fd_plain(images: torch.Tensor, plain: torch.Tensor | FeatureStats) -> float:
     """Frechet distance on EfficientNet-Lite0 features between ``images`` and the unaccelerated pipeline's images
-    from the same prompts and seeds (the caching papers' "FID to the original outputs"; another network, not FID)."""
-    a = FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"])
+    from the same prompts and seeds (the caching papers' "FID to the original outputs"; another network, not FID).
+    ``plain`` may be those images or their statistics (``effnet_stats``), to extract them once."""
+    a = effnet_stats(images)
+    b = plain if isinstance(plain, FeatureStats) else effnet_stats(plain)
     # a distance: rounding in the matrix square root can leave a tiny negative where the sets agree
-    return max(0.0, frechet_between(a, FeatureStats.of(effnet_features(plain), EXTRACTORS["effnet"])))
+    return max(0.0, frechet_between(a, b))
+
+
+def effnet_stats(images: torch.Tensor) -> FeatureStats:
+    """Mean and covariance of the EfficientNet-Lite0 features of ``images``."""
+    return FeatureStats.of(effnet_features(images), EXTRACTORS["effnet"])
 
 
 def fd_domain(images: torch.Tensor, ref: FeatureStats | str | Path | None = None) -> float:

@@ -86,7 +86,7 @@ class DCSolverScheduler(PipelineTimesteps, UniPCMultistepScheduler):
         self._t_host: list = []
         self.dc_file: dict | None = None
         if dc_path is not None:
-            from accel.calibrate.dc import load_dc
+            from .dc_file import load_dc
 
             self.dc_file = load_dc(dc_path)
             if cpr_guidance_scale is None:

@@ -4,7 +4,7 @@ Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers),
 (DPM-Solver-v3 with statistics from ``accel calibrate --method ems``), ``dc[:RATIO_FILE]:GUIDANCE``
 (DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale); on the
 reference pipelines the files default to the ones shipped with accel,
-``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.distill.presets``).
+``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.solvers.presets``).
 Every scheduler is configured from the pipeline's own noise schedule (``NoiseSchedule.of``): VP from
 its ``alphas_cumprod`` config with its prediction type (epsilon, v), flow matching with the pipeline's
 own scheduler deciding the timesteps (its shift, dynamic shifting with the ``mu`` the pipeline passes,
@@ -139,7 +139,7 @@ def _dc(pipe, arg: str):
 
 @named_solver("onestep")
 def _onestep(pipe, arg: str):
-    from accel.distill.presets import PRESETS, preset_scheduler
+    from .presets import PRESETS, preset_scheduler
 
     if not arg:
         raise ValueError(f"solver 'onestep' needs a preset: 'onestep:NAME' with NAME one of {', '.join(sorted(PRESETS))}")
