@@ -160,6 +160,11 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     # replaces an earlier apply is built from the pipeline as it was before accel (its scheduler and defaults)
     with _before_accel(pipe):
         attr, denoiser = find_denoiser(pipe)
+        for other, h in list(_HANDLES.items()):
+            if other is not pipe and h.denoiser is denoiser:
+                raise ValueError(f"this {type(denoiser).__name__} is already accelerated through another pipeline "
+                                 f"({type(other).__name__}) sharing it; a pipeline built from the same components "
+                                 "runs as plain: accel.remove(that pipeline) first to accelerate this one")
         layout = layout_of(denoiser)
         if attention is not None:
             from .kernels.select import Backend
@@ -191,20 +196,19 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     blocks = layout.blocks(denoiser)
     refs = [r for blk in blocks for r in blk]
     slots = [(r.block, r.component, r.name) for r in refs]
-    state = RunState(pipe if attr else None, slots, policy)
+    state = RunState(pipe if attr else None, slots, policy, [r.module for r in refs])
     handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver})
-    state._modules = [r.module for r in refs]
-    if hasattr(policy, "bind"):
+    if policy is not None:
         policy.bind(len(blocks), len(layout.component_names))
-    if getattr(policy, "keeps_inputs", False) and attention is None:
+    if policy is not None and policy.keeps_inputs and attention is None:
         attention = "auto"  # token refresh recomputes attention rows through accel's processor
     if not one_step:  # a one-step pipeline gets no hooks at all: nothing to reuse, nothing to slow down
         for i, r in enumerate(refs):
             handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
         handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
-        if policy is not None and not getattr(policy, "keeps_inputs", False):
+        if policy is not None and policy.fast_path:
             _add_block_fast_paths(handle, refs)
-        if policy is not None:
+        if policy is not None or attention is not None:  # (attention reuses text keys of an unchanged projection)
             _add_call_invariant(handle)
     if new_scheduler is not None:
         handle.old_scheduler = pipe.scheduler
@@ -310,6 +314,7 @@ def _install_attention(handle: AccelHandle, backend: str) -> None:
         if isinstance(mod, Attention) and isinstance(mod.processor, (AttnProcessor, AttnProcessor2_0)):
             old = mod.processor
             proc = AccelAttnProcessor(old, backend, counters)
+            proc.keep_core = handle.state.policy is not None and handle.state.policy.keeps_inputs
             mod.set_processor(proc)
             procs.append(proc)
             handle.cleanups.append(lambda m=mod, o=old: m.set_processor(o))

@@ -1,8 +1,9 @@
 """accel's attention processor for the cached paths: Triton kernels on CUDA, torch SDPA elsewhere.
 
 - Cross-attention keys and values of the text are computed once per pipeline call and reused at
-  every step while the text is unchanged: the same unwritten memory (accel's call-invariant projection)
-  is reused without reading it, a new tensor (models re-project the caption each step) is compared by value.
+  every step while the text is the same unwritten memory (the pipeline's prompt embeddings, or accel's
+  call-invariant projection of them); nothing is compared by value, so the per-call path never waits on
+  the device.
 - ``accel_q_index`` / ``accel_core_out``: attention for a subset of query tokens against all keys,
   written straight into a cached pre-projection buffer (the partial recompute of token refresh).
 - With the torch backend and no partial recompute the output is bit-identical to diffusers'
@@ -24,9 +25,13 @@ class AccelAttnProcessor:
         self.backend = Backend(backend)
         self.counters = counters if counters is not None else {}
         self._text = None  # (tensor, version, key, value)
+        self.keep_core = False  # keep the pre-projection output for token refresh (accel.apply sets it)
+        self.last_core: torch.Tensor | None = None
+        self._padding: dict = {}  # mask shape -> whether the mask is a key-padding bias, decided once per call
 
     def reset(self) -> None:
         self._text = None
+        self._padding = {}
 
     def _supported(self, attn, hidden_states, kwargs) -> bool:
         return (hidden_states.ndim == 3 and attn.spatial_norm is None and attn.group_norm is None
@@ -58,7 +63,7 @@ class AccelAttnProcessor:
             key = attn.norm_k(key)
         backend = resolve(self.backend, query.device)
         self.counters[backend.value] = self.counters.get(backend.value, 0) + 1
-        key_mask = _key_padding(attention_mask) if backend is Backend.TRITON else None  # (reads the mask)
+        key_mask = self._key_mask(attention_mask) if backend is Backend.TRITON else None
         if accel_q_index is not None:
             core = self._partial(query, key, value, attention_mask, key_mask, accel_q_index, accel_core_out, backend)
         elif backend is Backend.TRITON and (attention_mask is None or key_mask is not None):
@@ -68,7 +73,8 @@ class AccelAttnProcessor:
         else:
             core = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
                                                   is_causal=False)
-        self.last_core = core
+        if self.keep_core:
+            self.last_core = core
         out = core.transpose(1, 2).reshape(bsz, -1, attn.heads * head_dim).to(query.dtype)
         if accel_q_index is not None:  # project only the refreshed rows
             rows = torch.gather(out, 1, accel_q_index[..., None].expand(-1, -1, out.shape[-1]))
@@ -77,17 +83,24 @@ class AccelAttnProcessor:
 
     def _kv(self, attn, ctx, cross: bool):
         # the same memory, unmodified (accel's call-invariant hook hands one projection to every step, seen
-        # through views) is reused without reading it; a new tensor (PixArt re-projects the caption every
-        # step) is compared by content
-        if cross and self._text is not None and (
-                _same_memory(self._text[0], self._text[1], ctx)
-                or (self._text[0].shape == ctx.shape and torch.equal(self._text[0], ctx))):
+        # through views) is reused without reading it; any other tensor is projected
+        if cross and self._text is not None and _same_memory(self._text[0], self._text[1], ctx):
             self.counters["text_kv_reused"] = self.counters.get("text_kv_reused", 0) + 1
             return self._text[2], self._text[3]
         key, value = attn.to_k(ctx), attn.to_v(ctx)
         if cross:
             self._text = (ctx, version_of(ctx), key, value)
         return key, value
+
+    def _key_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The Triton kernel's [B, Nk] keep-mask when the additive mask is a pure key-padding bias. Whether it is
+        one is read from the values (a wait on the device) once per call and mask shape, not at every step."""
+        if mask is None:
+            return None
+        kind = self._padding.get(mask.shape)
+        if kind is None:
+            kind = self._padding[mask.shape] = _key_padding(mask) is not None
+        return mask[:, 0, 0, :] > -1.0 if kind else None
 
     @staticmethod
     def _partial(query, key, value, mask, key_mask, idx, core_out, backend):

@@ -196,7 +196,7 @@ def average_over_positions(stat: torch.Tensor) -> torch.Tensor:
     Departure (an option, ``--reduce channel``): the paper keeps one statistic per dimension; the mean of the
     per-dimension statistics (not a pooled fit: s and b were fitted with each position's own l) drops
     position-dependent structure, which helps some configurations and costs others; at 256 samples the
-    statistics are converged, so it does not act by lowering estimation noise (README, Few-step solvers)."""
+    statistics are converged, so it does not act by lowering estimation noise (docs/results/few-step-solvers.md)."""
     if stat.dim() < 3:
         raise ValueError(f"statistics of shape [K+1, C, *positions] expected, got {tuple(stat.shape)}")
     return stat.mean(tuple(range(2, stat.dim())), keepdim=True).expand_as(stat).contiguous()

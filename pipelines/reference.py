@@ -103,6 +103,6 @@ def _folder_defaults(pipe) -> dict:
     name = type(pipe).__name__
     if name.startswith("PixArt"):
         size = pipe.transformer.config.sample_size
-        return {"clean_caption": False, "use_resolution_binning": size in (32, 64, 128) and name == "PixArtAlphaPipeline"
-                or size in (32, 64, 128, 256)}
+        bins = (32, 64, 128) if name == "PixArtAlphaPipeline" else (32, 64, 128, 256)  # Sigma adds 2048 px
+        return {"clean_caption": False, "use_resolution_binning": size in bins}
     return {}

@@ -97,6 +97,8 @@ def test_bad_stack_is_a_clear_error(folder, capsys):
 
 
 @needs_metrics
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_give_the_numbers_of_one(folder, tmp_path):
     from launch import launch_two
 

@@ -66,6 +66,7 @@ def test_shipped_solver_files_belong_to_their_reference_model(name):
             accel.apply(pipe, solver=solver)
 
 
+@pytest.mark.slow
 def test_calibrate_ems_stamps_the_file_with_the_model_it_measured(tmp_path):
     """`accel calibrate --method ems` writes the weights signature: its file is refused by the other checkpoint."""
     if not (is_available("pixart-eps") and is_available("pixart-flow")):
@@ -82,6 +83,7 @@ def test_calibrate_ems_stamps_the_file_with_the_model_it_measured(tmp_path):
         accel.apply(flow, solver=f"v3:{out}")
 
 
+@pytest.mark.slow
 def test_calibrate_ems_reduce_channel_averages_the_per_dimension_statistics(tmp_path):
     """`--reduce channel` writes the per-dimension statistics of the same run averaged over each channel's
     positions, records it, and the file drives DPM-Solver-v3; a reduced file cannot be reduced again."""
@@ -117,3 +119,22 @@ def test_calibrate_ems_reduce_channel_averages_the_per_dimension_statistics(tmp_
                generator=torch.Generator().manual_seed(0), **pipe.accel_defaults).images
     accel.remove(pipe)
     assert torch.isfinite(out).all()
+
+
+def test_a_local_pixart_folder_bins_only_at_sizes_its_pipeline_has_bins_for():
+    """PixArt-Alpha has aspect-ratio bins for sample sizes 32, 64 and 128; PixArt-Sigma also for 256 (2048 px)."""
+    from types import SimpleNamespace
+
+    from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
+
+    from accel.pipelines.reference import _folder_defaults
+
+    def pipe(cls, size):
+        p = cls.__new__(cls)  # only the class and the transformer's config are read
+        p.__dict__["transformer"] = SimpleNamespace(config=SimpleNamespace(sample_size=size))
+        return p
+
+    assert _folder_defaults(pipe(PixArtAlphaPipeline, 128))["use_resolution_binning"]
+    assert not _folder_defaults(pipe(PixArtAlphaPipeline, 256))["use_resolution_binning"]
+    assert _folder_defaults(pipe(PixArtSigmaPipeline, 256))["use_resolution_binning"]
+    assert not _folder_defaults(pipe(PixArtSigmaPipeline, 8))["use_resolution_binning"]

@@ -64,8 +64,8 @@ class CallInvariantHook(ModelHook):
 
     @torch.compiler.disable
     def _lookup(self, args: tuple, kwargs: dict):
-        if (self.state is not None and self.state.measuring) or torch.is_grad_enabled():
-            return None, None  # measuring passes and autograd (training through the pipeline) always compute
+        if (self.state is not None and not self.state.active) or torch.is_grad_enabled():
+            return None, None  # measuring, other pipelines' calls and autograd (training) always compute
         key = _signature(args, kwargs)
         hit = self._entries.get(key) if key is not None else None
         if hit is not None:

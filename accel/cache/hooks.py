@@ -20,6 +20,8 @@ COMPONENT_HOOK = "accel.cache"
 
 
 class DenoiserStepHook(ModelHook):
+    _is_stateful = True  # diffusers resets it at the end of every pipeline call (``reset_stateful_hooks``)
+
     def __init__(self, state: RunState, timestep_arg: str = "timestep") -> None:
         super().__init__()
         self.state = state
@@ -29,6 +31,10 @@ class DenoiserStepHook(ModelHook):
     def initialize_hook(self, module):
         params = list(inspect.signature(module.forward).parameters)
         self._pos = params.index(self.timestep_arg) if self.timestep_arg in params else None
+        return module
+
+    def reset_state(self, module):
+        self.state.reset()  # the call ended: forget its stored outputs; the next call starts afresh
         return module
 
     def new_forward(self, module, *args, **kwargs):

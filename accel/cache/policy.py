@@ -1,38 +1,63 @@
-"""Cache policies: each answers, per (step, block, component), compute or reuse.
+"""Cache policies: each answers, per (step, block, component), how much of the component to compute.
 
-The hooks never know which policy they serve. A policy sees the start of every pipeline call
-(``begin_call``) and is then asked row by row (``row(step)``) for a [block][component] table.
+The hooks never know which policy they serve. ``accel.apply`` binds a policy to the denoiser's shape
+(``bind``); the policy then sees the start of every pipeline call (``begin_call``) and is asked row by row
+(``row(step)``) for a [block][component] table of compute shares: 1.0 computes, 0.0 reuses the stored
+output, a share in between recomputes that share of the tokens (token refresh).
 """
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
 
 from ..schedule import CacheSchedule
 
+Row = list[list[float]]  # [block][component] -> compute share in [0, 1]
+Reuse = Literal["hold", "taylor"]
 
-class CachePolicy(Protocol):
-    def begin_call(self, num_steps: int) -> None: ...
-
-    def row(self, step: int) -> list[list[bool]]:
-        """Decisions for one step: ``row[block][component]`` (True = compute)."""
-        ...
+COMPUTE = 1.0
+REUSE = 0.0
 
 
-class SchedulePolicy:
+class CachePolicy(ABC):
+    """The whole contract between a cache policy and accel's run state.
+
+    - ``reuse``: what a reused entry returns: ``"hold"`` (the stored output) or ``"taylor"`` (a first-order
+      forecast from the last two computed outputs);
+    - ``keeps_inputs``: entries also keep the component's input and attention's pre-projection buffer (token
+      refresh needs both; other policies keep neither);
+    - ``fast_path``: a block whose components are all reused may be served without running it.
+    """
+
+    reuse: Reuse = "hold"
+    keeps_inputs: ClassVar[bool] = False
+    fast_path: ClassVar[bool] = True
+
+    def bind(self, num_blocks: int, num_components: int) -> None:
+        """Called once by ``accel.apply`` with the denoiser's cache table shape."""
+
+    def begin_call(self, num_steps: int) -> None:
+        """Called at the start of every pipeline call with its step count."""
+
+    @abstractmethod
+    def row(self, step: int) -> Row | None:
+        """Compute shares for one step (``row[block][component]``); None computes everything."""
+
+
+class SchedulePolicy(CachePolicy):
     """A static ``CacheSchedule``, resampled (with a warning) when the call uses another step count."""
 
     def __init__(self, schedule: CacheSchedule) -> None:
         self.schedule = schedule
-        self.reuse = schedule.reuse  # "hold" or "taylor" (read by RunState)
-        self._rows: list[list[list[bool]]] = []
+        self.reuse = schedule.reuse
+        self._rows: list[Row] = []
         self._n: int | None = None
 
     def begin_call(self, num_steps: int) -> None:
         if num_steps != self._n:
-            table = self.schedule.resampled(num_steps).table
-            self._rows = table.tolist()
+            self._rows = self.schedule.resampled(num_steps).table.astype(float).tolist()
             self._n = num_steps
 
-    def row(self, step: int) -> list[list[bool]] | None:
+    def row(self, step: int) -> Row | None:
         # steps past the schedule (a pipeline calling the denoiser more often than it said) compute
         return self._rows[step] if 0 <= step < len(self._rows) else None

@@ -1,6 +1,7 @@
 """Per-pipeline run state shared by accel's hooks: where the denoising loop is, cached outputs, counters."""
 from __future__ import annotations
 
+import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import torch
 
 from ..timing import Span, device_of
-from .policy import CachePolicy
+from .policy import COMPUTE, REUSE, CachePolicy, Row
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -31,11 +32,38 @@ def _extrapolate(last, prev, w: float):
 
 
 @dataclass
+class Entry:
+    """A computed component output held for reuse, with the shape of the input it was computed for."""
+
+    shape: torch.Size | None
+    output: Any
+
+
+@dataclass
+class ForecastEntry(Entry):
+    """``taylor`` reuse: the last computed output and the one before it, with their steps; a reuse returns the
+    first-order forecast to the current step."""
+
+    step: int = 0
+    prev_output: Any = None
+    prev_step: int | None = None
+
+
+@dataclass
+class TokenEntry(Entry):
+    """Token refresh: the output, the input it was computed from and attention's pre-projection buffer (both
+    updated in place as tokens are refreshed)."""
+
+    inputs: torch.Tensor | None = None
+    core: torch.Tensor | None = None
+
+
+@dataclass
 class Refresh:
     """Lookup answer of token-refresh policies: recompute ``fraction`` of the tokens of the stored entry."""
 
     fraction: float
-    entry: list  # [input shape, output, input, attention core buffer]
+    entry: TokenEntry
 
 
 @dataclass
@@ -58,16 +86,23 @@ class RunState:
     """One per accelerated pipeline. Tracks steps from the denoiser's calls and holds the component cache.
 
     A new pipeline call is recognised when the scheduler's ``timesteps`` tensor is a new object (every
-    diffusers pipeline calls ``set_timesteps``) or the timestep rises; repeated calls at the same
-    timestep within a step are separate branches (cond / uncond passes) with caches of their own.
+    diffusers pipeline calls ``set_timesteps``), the timestep rises, or the previous call ended (diffusers
+    resets stateful hooks at the end of a call); repeated calls at the same timestep within a step are
+    separate branches (cond / uncond passes) with caches of their own.
+
+    Modules may be shared by several pipelines (``Pipeline(**pipe.components)``, ``from_pipe``). A call that
+    another pipeline makes through them is *foreign*: every hook then runs the module as it is, stores and
+    counts nothing, so that pipeline's images are exactly its plain images and this pipeline's state is kept.
     """
 
-    def __init__(self, pipe, slots: list[tuple[int, int, str]], policy: CachePolicy | None) -> None:
-        self._pipe = weakref.ref(pipe) if pipe is not None else None
+    def __init__(self, pipe, slots: list[tuple[int, int, str]], policy: CachePolicy | None,
+                 modules: list[torch.nn.Module] | None = None) -> None:
+        self._pipe_ref = weakref.ref(pipe) if pipe is not None else None
         self.slots = slots  # (block, component, module name) per cache slot
-        self._modules: list | None = None  # the component modules (token-refresh policies read them)
+        self.modules = modules or []  # the component module of each slot (token refresh reads attention's buffer)
         self.policy = policy
         self.measuring = False
+        self.foreign = False  # the current denoiser call belongs to another pipeline sharing the modules
         self.fast_blocks = True  # BlockSkipHook may serve a fully reused block without running it
         self.fast_block_ids: list[int] = []  # the blocks that have a BlockSkipHook
         self._timesteps_obj: Any = None
@@ -75,8 +110,8 @@ class RunState:
         self._step = -1
         self._branch = 0
         self._offset = 0
-        self._row: list[list[bool]] | None = None
-        self._store: list[dict[int, tuple[torch.Size, Any]]] = [dict() for _ in slots]
+        self._row: Row | None = None
+        self._store: list[dict[int, Entry]] = [dict() for _ in slots]  # per slot: branch -> entry
         self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots), refreshed=[0.0] * len(slots),
                                  partial=[0] * len(slots))
         self.last_inputs: tuple[tuple, dict] | None = None
@@ -84,24 +119,37 @@ class RunState:
         self.observers: list = []  # fn(step, branch, slot, output) for every computed component (calibration)
         self.call_listeners: list = []  # fn() at the start of every pipeline call
 
-    # -- step tracking (called by the denoiser hook) --------------------------------------------
-    def _scheduler(self):
-        pipe = self._pipe() if self._pipe is not None else None
-        return getattr(pipe, "scheduler", None)
+    @property
+    def pipe(self):
+        """The accelerated pipeline (None for a bare denoiser, or once the pipeline is gone)."""
+        return self._pipe_ref() if self._pipe_ref is not None else None
 
+    @property
+    def active(self) -> bool:
+        """Whether hooks act on the current denoiser call (False while measuring or in a foreign call)."""
+        return not (self.measuring or self.foreign)
+
+    # -- step tracking (called by the denoiser hook) --------------------------------------------
     @torch.compiler.disable
     def on_denoiser_call(self, timestep, args: tuple, kwargs: dict) -> None:
         if self.measuring:
             return
         t = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
-        sched = self._scheduler()
+        pipe = self.pipe
+        sched = getattr(pipe, "scheduler", None)
         ts = getattr(sched, "timesteps", None)
-        new_call = (ts is not None and ts is not self._timesteps_obj) or self._last_t is None or (
-            self._last_t is not None and t > self._last_t
-        )
+        new_call = (ts is not None and ts is not self._timesteps_obj) or self._last_t is None or t > self._last_t
         if new_call:
+            caller = calling_pipeline() if pipe is not None else None
+            self.foreign = caller is not None and caller is not pipe
+            if self.foreign:  # another pipeline's call: keep this pipeline's state as it is
+                self._timesteps_obj, self._last_t, self._row = ts, t, None
+                return
             self._begin_call(sched, ts)
             self.last_inputs = (args, kwargs)
+        elif self.foreign:
+            self._last_t = t
+            return
         elif t == self._last_t:
             self._branch += 1
         else:
@@ -116,7 +164,7 @@ class RunState:
 
     @torch.compiler.disable
     def on_denoiser_return(self) -> None:
-        if not self.measuring:
+        if self.active:
             self.record.span.stop()
 
     def _begin_call(self, sched, ts) -> None:
@@ -137,9 +185,13 @@ class RunState:
             fn()
 
     def reset(self) -> None:
-        """Forget the current call (the next denoiser call starts a new one)."""
+        """Forget the current call and its stored outputs (the next denoiser call starts a new one); the record
+        of the last call stays for ``accel.stats``. Diffusers calls this at the end of every pipeline call
+        (through ``reset_stateful_hooks``), so no activations are held between calls."""
         self._timesteps_obj = None
         self._last_t = None
+        self._row = None
+        self.foreign = False
         for s in self._store:
             s.clear()
 
@@ -148,21 +200,21 @@ class RunState:
     def lookup(self, slot: int, args: tuple, kwargs: dict):
         """The stored output if this slot reuses at this step, a ``Refresh`` for a partial recompute, or
         None (the caller computes)."""
-        if self.measuring or self._row is None:
+        if self._row is None or not self.active:
             return None
         b, c, _ = self.slots[slot]
-        dec = self._row[b][c]
-        if dec is True or dec >= 1:
+        share = self._row[b][c]
+        if share >= COMPUTE:
             return None
         hit = self._store[slot].get(self._branch)
         x = _first_tensor(args, kwargs)
-        if hit is None or (x is not None and hit[0] != x.shape):
+        if hit is None or (x is not None and hit.shape != x.shape):
             return None  # nothing stored yet (or another shape): compute, as ECAD's code does
-        if dec is False or dec <= 0:
-            return self._reuse(slot, hit)
-        if len(hit) < 3:
+        if share <= REUSE:
+            return self._forecast(slot, hit)[0]
+        if not isinstance(hit, TokenEntry):
             return None
-        return Refresh(float(dec), hit)  # counted by count_partial once the component really did it
+        return Refresh(float(share), hit)  # counted by count_partial once the component really did it
 
     def count_partial(self, slot: int, fraction: float) -> None:
         """Count a partial recompute of ``slot`` (``fraction`` of its tokens)."""
@@ -174,37 +226,32 @@ class RunState:
         """The reused outputs of ``slots`` (all components of one block) and, per output, whether it is a new
         tensor (a forecast) the caller may overwrite, if every one of them is reused at this step with an
         entry stored for inputs of ``x``'s shape; else None (nothing is counted then)."""
-        if self.measuring or self._row is None or not self.fast_blocks:
+        if self._row is None or not self.fast_blocks or not self.active:
             return None
         row, branch, hits = self._row, self._branch, []
         for slot in slots:
             b, c, _ = self.slots[slot]
-            dec = row[b][c]
             hit = self._store[slot].get(branch)
-            if not (dec is False or dec <= 0) or hit is None or hit[0] != x.shape:
+            if row[b][c] > REUSE or hit is None or hit.shape != x.shape:
                 return None
             hits.append(hit)
         self.record.fast_blocks += 1
         found = [self._forecast(slot, hit) for slot, hit in zip(slots, hits)]
         return [f[0] for f in found], [f[1] for f in found]
 
-    def _reuse(self, slot: int, hit):
-        """Count a reuse of ``slot`` and return its stored output (the forecast, for taylor reuse)."""
-        return self._forecast(slot, hit)[0]
-
-    def _forecast(self, slot: int, hit) -> tuple[Any, bool]:
+    def _forecast(self, slot: int, hit: Entry) -> tuple[Any, bool]:
         """Count a reuse of ``slot``: its stored output (the forecast, for taylor reuse) and whether that is a
         new tensor rather than the stored entry."""
         self.record.reused[slot] += 1
-        if len(hit) == 5 and hit[3] is not None:  # taylor reuse: (shape, out, step, prev out, prev step)
-            _, out, s1, prev, s0 = hit
-            value = _extrapolate(out, prev, (self._offset + self._step - s1) / (s1 - s0))
-            return value, value is not out and isinstance(value, torch.Tensor)
-        return hit[1], False
+        if isinstance(hit, ForecastEntry) and hit.prev_step is not None:
+            w = (self._offset + self._step - hit.step) / (hit.step - hit.prev_step)
+            value = _extrapolate(hit.output, hit.prev_output, w)
+            return value, value is not hit.output and isinstance(value, torch.Tensor)
+        return hit.output, False
 
     @torch.compiler.disable
     def store(self, slot: int, output, args: tuple, kwargs: dict) -> None:
-        if self.measuring:
+        if not self.active:
             return
         self.record.computed[slot] += 1
         for fn in self.observers:
@@ -212,12 +259,28 @@ class RunState:
         if self.policy is None:
             return
         x = _first_tensor(args, kwargs)
-        if getattr(self.policy, "keeps_inputs", False) and x is not None:
-            core = getattr(getattr(self._modules[slot], "processor", None), "last_core", None) if self._modules else None
-            self._store[slot][self._branch] = [x.shape, output, x, core]
-        elif getattr(self.policy, "reuse", "hold") == "taylor":
+        shape = x.shape if x is not None else None
+        if self.policy.keeps_inputs and x is not None:
+            core = getattr(getattr(self.modules[slot], "processor", None), "last_core", None) if self.modules else None
+            self._store[slot][self._branch] = TokenEntry(shape, output, x, core)
+        elif self.policy.reuse == "taylor":
             step, old = self._offset + self._step, self._store[slot].get(self._branch)
-            prev = (old[1], old[2]) if old is not None and len(old) == 5 and old[2] < step else (None, None)
-            self._store[slot][self._branch] = (x.shape if x is not None else None, output, step, *prev)
+            prev = (old.output, old.step) if isinstance(old, ForecastEntry) and old.step < step else (None, None)
+            self._store[slot][self._branch] = ForecastEntry(shape, output, step, *prev)
         else:
-            self._store[slot][self._branch] = (x.shape if x is not None else None, output)
+            self._store[slot][self._branch] = Entry(shape, output)
+
+
+def calling_pipeline():
+    """The innermost diffusers pipeline whose ``__call__`` is on the stack (None when there is none): read once
+    per pipeline call, to tell this pipeline's calls from those of another pipeline sharing its modules."""
+    from diffusers import DiffusionPipeline
+
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == "__call__":
+            obj = f.f_locals.get("self")
+            if isinstance(obj, DiffusionPipeline):
+                return obj
+        f = f.f_back
+    return None

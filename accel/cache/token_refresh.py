@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 
+from .policy import COMPUTE, CachePolicy, Row
 from .state import Refresh
 
 
 @dataclass
-class TokenRefresh:
+class TokenRefresh(CachePolicy):
     """Full compute every ``interval`` steps; in between each component recomputes ``ratio`` of its tokens.
 
     Needs accel's attention processors for attention components (``accel.apply`` installs them);
@@ -29,7 +31,8 @@ class TokenRefresh:
 
     interval: int = 3
     ratio: float = 0.25
-    keeps_inputs = True
+    keeps_inputs: ClassVar[bool] = True
+    fast_path: ClassVar[bool] = False  # a block is never wholly reused: its tokens are refreshed
 
     def __post_init__(self) -> None:
         if self.interval < 1 or not 0 < self.ratio < 1:
@@ -40,12 +43,9 @@ class TokenRefresh:
     def bind(self, num_blocks: int, num_components: int) -> None:
         self._shape = (num_blocks, num_components)
 
-    def begin_call(self, num_steps: int) -> None:
-        pass
-
-    def row(self, step: int):
+    def row(self, step: int) -> Row:
         b, c = self._shape
-        v = True if step % self.interval == 0 else self.ratio
+        v = COMPUTE if step % self.interval == 0 else self.ratio
         return [[v] * c for _ in range(b)]
 
 
@@ -57,7 +57,8 @@ def _scatter_rows(base: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> 
 
 def partial_forward(module, forward, hit: Refresh, args: tuple, kwargs: dict):
     """Recompute the top tokens of a token-wise component; None when the component cannot do it."""
-    shape, y_prev, x_prev, core = hit.entry
+    entry = hit.entry
+    y_prev, x_prev, core = entry.output, entry.inputs, entry.core
     x = args[0] if args else kwargs.get("hidden_states")
     if not isinstance(x, torch.Tensor) or x.dim() != 3 or not isinstance(y_prev, torch.Tensor):
         return None
@@ -76,6 +77,6 @@ def partial_forward(module, forward, hit: Refresh, args: tuple, kwargs: dict):
     else:
         return None
     y = _scatter_rows(y_prev, idx, rows)
-    hit.entry[1] = y
-    hit.entry[2] = _scatter_rows(x_prev, idx, torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1])))
+    entry.output = y
+    entry.inputs = _scatter_rows(x_prev, idx, torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1])))
     return y

@@ -7,7 +7,7 @@ from .methods import APG, FrequencyAwareCFG
 @register_guidance_handler(APG)
 @register_guidance_handler(FrequencyAwareCFG)
 def _attach(handle, method) -> None:
-    pipe = handle.state._pipe() if handle.state._pipe is not None else None
+    pipe = handle.state.pipe
     if pipe is None or not hasattr(pipe, "scheduler"):
         raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
     if isinstance(method, APG):

@@ -81,6 +81,7 @@ class GuidanceHook(ModelHook):
         self.update_norms: list[torch.Tensor] = []
         self.clips: list[torch.Tensor] = []
         self._t_pos: int | None = None
+        self._batched: dict[int, bool] = {}  # batch size -> one CFG batch, for the current pipeline call
 
     def initialize_hook(self, module):
         params = list(inspect.signature(module.forward).parameters)
@@ -97,7 +98,7 @@ class GuidanceHook(ModelHook):
 
     @torch.compiler.disable
     def _guide(self, module, args, kwargs, out):
-        if self.state.measuring:
+        if not self.state.active:  # measuring MACs, or another pipeline's call through shared modules
             return out
         x = next((kwargs[k] for k in _SAMPLE_ARGS if k in kwargs), args[0] if args else None)
         t = kwargs.get("timestep", args[self._t_pos] if self._t_pos is not None and len(args) > self._t_pos else None)
@@ -107,9 +108,10 @@ class GuidanceHook(ModelHook):
             self._record, self._running, self._pending = self.state.record, None, None
             self._unguided_steps = 0
             self.update_norms, self.clips = [], []
+            self._batched = {}
         pred = out.sample if hasattr(out, "sample") else out[0]
         n = x.shape[0]
-        if n % 2 == 0 and torch.equal(x[: n // 2], x[n // 2:]):  # one batched CFG call
+        if self._is_cfg_batch(x):  # one batched CFG call
             first, second = self._part(pred[: n // 2], x), self._part(pred[n // 2:], x)
             cond, uncond = (first, second) if self.cond_first else (second, first)
             guided = self._guided(cond, uncond, x[: n // 2], t, kwargs).to(pred.dtype)
@@ -133,6 +135,14 @@ class GuidanceHook(ModelHook):
                 warnings.warn(NOTHING_TO_GUIDE, UserWarning, stacklevel=2)
         self._pending = _Pending(x, t, pred, uncond=self._context_name() == "uncond")
         return out
+
+    def _is_cfg_batch(self, x: torch.Tensor) -> bool:
+        """Whether the latents are one CFG batch (the same latents twice). Read from the values (a wait on the
+        device) at the first call of each batch size in a pipeline call, then known for the rest of it."""
+        n = x.shape[0]
+        if n not in self._batched:
+            self._batched[n] = n % 2 == 0 and torch.equal(x[: n // 2], x[n // 2:])
+        return self._batched[n]
 
     def _context_name(self) -> str | None:
         try:

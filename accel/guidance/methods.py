@@ -17,7 +17,7 @@ class APG:
         norm_threshold: rescale radius r of the update (L2 norm per sample of the x0 difference, so it
             scales with the latent size); None disables it.
 
-    Defaults tuned on the reference pipelines (500 images, scale 10, README "Guidance"): r = 1 for their
+    Defaults tuned on the reference pipelines (500 images, scale 10, docs/results/guidance.md): r = 1 for their
     8x8x4 latents; momentum 0 instead of the paper's -0.5, which cost 1-3 alignment points there for
     little Frechet-distance gain. Larger latents need a larger r (the paper's SD settings: r up to 15).
 
