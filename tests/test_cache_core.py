@@ -151,3 +151,24 @@ def test_solver_swap_is_undone_by_remove():
     _run(pipe, "pixart")
     accel.remove(pipe)
     assert pipe.scheduler is old
+
+
+def test_outputs_are_stored_only_for_steps_that_read_them():
+    """The schedule is known before the call: an output is held only when a later step reuses it (held reuse:
+    the next step; forecast reuse: any later step), so an all-compute schedule stores nothing."""
+    import numpy as np
+
+    from accel.cache.policy import SchedulePolicy
+
+    pipe, inputs = BUILDERS["pixart"][0](), BUILDERS["pixart"][1]
+    pipe.set_progress_bar_config(disable=True)
+    hold = SchedulePolicy(accel.CacheSchedule.at_steps(pipe, 6, [0, 1, 2, 4]))
+    hold.begin_call(6)
+    assert [bool(np.all(hold.keeps(s))) for s in range(6)] == [False, False, True, False, True, False]
+    taylor = SchedulePolicy(accel.CacheSchedule.at_steps(pipe, 6, [0, 1, 2, 4], reuse="taylor"))
+    taylor.begin_call(6)
+    assert [bool(np.all(taylor.keeps(s))) for s in range(6)] == [True, True, True, True, True, False]
+    accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 6))
+    pipe(**inputs(steps=6))
+    assert not any(accel.api.handle_of(pipe).state._store)
+    accel.remove(pipe)

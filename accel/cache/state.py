@@ -111,6 +111,7 @@ class RunState:
         self._branch = 0
         self._offset = 0
         self._row: Row | None = None
+        self._keep: list[list[bool]] | None = None  # which outputs of this step a later step reads (None: all)
         self._store: list[dict[int, Entry]] = [dict() for _ in slots]  # per slot: branch -> entry
         self.record = CallRecord(computed=[0] * len(slots), reused=[0] * len(slots), refreshed=[0.0] * len(slots),
                                  partial=[0] * len(slots))
@@ -158,7 +159,9 @@ class RunState:
         self._last_t = t
         self.record.steps = self._step + 1
         self.record.denoiser_calls += 1
-        self._row = self.policy.row(self._offset + self._step) if self.policy is not None else None
+        if self.policy is not None:
+            self._row = self.policy.row(self._offset + self._step)
+            self._keep = self.policy.keeps(self._offset + self._step)
         if not self.record.span.started:
             self.record.span.start(device_of(args, kwargs))
 
@@ -258,6 +261,10 @@ class RunState:
             fn(self._offset + self._step, self._branch, slot, output)
         if self.policy is None:
             return
+        if self._keep is not None:
+            b, c, _ = self.slots[slot]
+            if not self._keep[b][c]:
+                return  # no later step of this call reads it: holding it would only keep memory busy
         x = _first_tensor(args, kwargs)
         shape = x.shape if x is not None else None
         if self.policy.keeps_inputs and x is not None:
