@@ -27,6 +27,7 @@ def test_generate_from_a_local_folder(folder, tmp_path, capsys):
     assert (tmp_path / "000.png").exists() and "reused" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @needs_metrics
 def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, capsys):
     methods = "plain,uniform:2,bac:m0.6,toca:2:0.5,fbcache:0.3,taylorseer:2,magcache:0.1,apg:6,facfg:3:6,dbcache:0.2"
@@ -48,6 +49,7 @@ def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, caps
         assert (tmp_path / f).stat().st_size > 0
 
 
+@pytest.mark.slow
 @needs_metrics
 def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     import functools

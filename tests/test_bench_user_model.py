@@ -25,6 +25,7 @@ def user_setup(tmp_path_factory):
     return root, prompts, refs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["flux", "sd3", "sdxl", "pixart-sigma"])
 def test_bench_on_a_user_model_reports_generic_metrics_and_keeps_every_row(family, user_setup, capsys):
     root, prompts, refs = user_setup

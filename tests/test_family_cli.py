@@ -22,6 +22,7 @@ def _args(family: str, prompts, classes) -> list[str]:
     return size + ["--prompts", str(classes if family == "dit" else prompts)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_command_runs_on_a_saved_folder(family, folders, tmp_path, capsys):
     paths, prompts, classes = folders
