@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_args import add_call_args, add_device_args, check_call_args, load_from_args
-from .devices import resolve_device
+from .cli_args import add_call_args, add_device_args, check_call_args
+from .devices import load_from_args, resolve_device
 from .errors import InputError
 
 DEFAULT_PIPELINE = "pixart-eps"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .devices import DTYPES, load_pipeline_on
+from .devices import DTYPES
 from .errors import InputError
 
 
@@ -31,7 +31,3 @@ def check_call_args(a: argparse.Namespace) -> None:
     if guidance is not None and guidance < 0:
         raise InputError(f"--guidance must not be negative, got {guidance}")
 
-
-def load_from_args(a: argparse.Namespace):
-    """The pipeline of ``--pipeline`` on ``--device`` / ``--dtype``."""
-    return load_pipeline_on(a.pipeline, getattr(a, "device", "auto"), getattr(a, "dtype", "float32"))

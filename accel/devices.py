@@ -29,6 +29,11 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def load_from_args(a):
+    """The pipeline of a command's ``--pipeline`` on its ``--device`` / ``--dtype`` (the CLI and calibrators)."""
+    return load_pipeline_on(a.pipeline, getattr(a, "device", "auto"), getattr(a, "dtype", "float32"))
+
+
 def load_pipeline_on(name: str, device: str = "auto", dtype: str = "float32"):
     """The pipeline ``name`` (a reference name or a local folder) on ``device`` in ``dtype``; a name that does
     not load is an ``InputError`` with the loader's reason.

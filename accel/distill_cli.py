@@ -30,7 +30,7 @@ def add_distill_parser(sub) -> None:
 def run(a) -> None:
     import torch
 
-    from .cli_args import load_from_args
+    from .devices import load_from_args
     from .errors import InputError
     from .distill import DistillConfig, PairConfig, make_pairs, train_student
     from .pipelines.training.common import runs_dir

@@ -486,12 +486,13 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
+    from accel.devices import load_from_args
     from accel.errors import InputError
 
 
-    from .cli_common import load, read_prompts, size_args
+    from .cli_common import read_prompts, size_args
 
-    pipe = load(a)
+    pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     try:

@@ -20,13 +20,6 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
                         "(forecast from the last two updates, and bac plans the updates for it; an accel option)")
 
 
-def load(a: argparse.Namespace):
-    """The pipeline of ``--pipeline`` on ``--device`` / ``--dtype`` (a name that does not load: ``InputError``)."""
-    from accel.devices import load_pipeline_on
-
-    return load_pipeline_on(a.pipeline, getattr(a, "device", "auto"), getattr(a, "dtype", "float32"))
-
-
 def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list[str]:
     """The calibration prompts: ``--prompts FILE`` (refused when missing or empty), else ``n`` (default
     ``--num-prompts``) defaults for ``pipe`` (class names on class-conditional pipelines, else the reference

@@ -233,11 +233,12 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
+    from accel.devices import load_from_args
     from accel.errors import InputError
 
     from accel.pipelines.calls import repeat_to
 
-    from .cli_common import load, read_prompts, size_args
+    from .cli_common import read_prompts, size_args
 
     try:
         nfes = [int(v) for v in a.nfe.split(",")]
@@ -247,7 +248,7 @@ def _cli_run(a) -> None:
     if min(nfes) < 1 or min(gs) < 0 or a.num_datapoints < 1 or a.gt_steps <= max(nfes):
         raise InputError("DC needs --nfe values >= 1, --guidances >= 0, --num-datapoints >= 1 and --gt-steps above "
                        "every NFE")
-    pipe = load(a)
+    pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
     # the datapoints: the file's prompts (repeated to --num-datapoints), else that many default prompts
     prompts = repeat_to(read_prompts(a, pipe, n=a.num_datapoints), a.num_datapoints)

@@ -497,17 +497,18 @@ def _cli_args(p) -> None:
 
 
 def _cli_run(a) -> None:
+    from accel.devices import load_from_args
     from accel.errors import InputError
 
 
     from .bac import prompt_batches
-    from .cli_common import load, read_prompts, size_args
+    from .cli_common import read_prompts, size_args
 
     try:
         import pymoo  # noqa: F401
     except ImportError:
         raise InputError("ECAD searches with pymoo's NSGA-II: pip install 'accel[calibrate]'") from None
-    pipe = load(a)
+    pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     size = size_args(a, pipe)

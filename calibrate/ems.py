@@ -252,13 +252,14 @@ def _cli_args(p) -> None:
 def _cli_run(a) -> None:
     import json
 
+    from accel.devices import load_from_args
     from accel.errors import InputError
 
     from accel.pipelines.calls import condition, repeat_to
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
 
-    from .cli_common import load, read_prompts, size_args
+    from .cli_common import read_prompts, size_args
     from accel.solvers.provenance import made_for
 
     from .model_fn import GuidedDenoiser
@@ -267,7 +268,7 @@ def _cli_run(a) -> None:
         raise InputError(f"--num-samples {a.num_samples}: s and b are covariances over the samples; fewer than "
                        f"{MIN_SAMPLES} give statistics that make DPM-Solver-v3 diverge (64 suffice on the reference "
                        "pipelines, the paper uses 1,024)")
-    pipe = load(a)
+    pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
     ref = getattr(pipe, "accel_reference", None)
     data = a.data or ("real" if ref is not None else "paths")  # a user's model: its own guided ODE paths

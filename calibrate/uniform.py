@@ -14,15 +14,15 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _run(a: argparse.Namespace) -> None:
     import accel
+    from accel.devices import load_from_args
     from accel.errors import InputError
 
-    from .cli_common import load
 
     try:
         steps = [int(i) for i in a.compute_steps.split(",")] if a.compute_steps else None
     except ValueError:
         raise InputError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
-    pipe = load(a)
+    pipe = load_from_args(a)
     try:
         if steps is not None:
             sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=a.reuse)
