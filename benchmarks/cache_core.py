@@ -14,12 +14,17 @@ skipped work that turned into time. Models: ``xl`` is the PixArt-alpha-XL-shaped
 
     python benchmarks/cache_core.py --model xl --dtype bfloat16 --steps 8 --rounds 5
     python benchmarks/cache_core.py --model pixart-eps --steps 20 --rounds 5
+    python benchmarks/cache_core.py --model xl --layers 12 --steps 20 --only ecad \
+        --schedule benchmarks/schedules/ecad-pixart-flow-taylor/schedule_05.json   # a shipped table at full width
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
@@ -69,6 +74,23 @@ def _model(a):
                               output_type="pt", generator=torch.Generator().manual_seed(0), **pipe.accel_defaults)
 
 
+def _transplanted(path: str, den: torch.nn.Module, steps: int) -> accel.CacheSchedule:
+    """A shipped schedule's table on ``den``: same family, block count, components and steps, its own weights.
+
+    The speed of a schedule depends on its table and the model's shape, not on the weights it was calibrated
+    for, so the fingerprint (which names the weights' config) is replaced; nothing is claimed about quality.
+    """
+    from accel.pipelines.families import fingerprint
+
+    sched = accel.CacheSchedule.load(path)
+    sched = dataclasses.replace(sched, fingerprint=fingerprint(den))
+    sched.check_compatible(den)  # family, block count, components
+    if sched.num_inference_steps != steps:
+        raise SystemExit(f"{path} is a {sched.num_inference_steps}-step schedule: pass --steps "
+                         f"{sched.num_inference_steps}")
+    return sched
+
+
 def _rows(pipe, a) -> dict[str, tuple[Callable, Callable, Callable[[], float]]]:
     """name -> (attach, detach, computed share of the MACs, read after a call)."""
     from accel.bench.rows import make_row
@@ -81,6 +103,8 @@ def _rows(pipe, a) -> dict[str, tuple[Callable, Callable, Callable[[], float]]]:
                 lambda: accel.stats(pipe).macs_fraction)
 
     rows["accel all-compute"] = accel_row(accel.CacheSchedule.full(pipe, a.steps))
+    for path in a.schedule:
+        rows[f"accel {Path(path).parent.name}/{Path(path).name}"] = accel_row(_transplanted(path, den, a.steps))
 
     fbc = make_row("fbcache:0")  # the bench's row: it sets the cache context PixArt's pipeline does not set
     cfg = SimpleNamespace(steps=a.steps)
@@ -120,19 +144,29 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4, help="reference pipelines: prompts per call")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--schedule", action="append", default=[], metavar="FILE",
+                   help="a shipped schedule's table as a row (repeatable); xl takes --layers of the schedule's blocks")
+    p.add_argument("--only", default="", help="comma-separated row names to keep besides plain (substring match)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     pipe, inputs = _model(a)
     timer = LoopTimer(pipe.transformer)
     rows = _rows(pipe, a)
+    if a.only:
+        keep = [w.strip() for w in a.only.split(",")]
+        rows = {k: v for k, v in rows.items() if k == "plain" or any(w in k for w in keep)}
     times: dict[str, list[float]] = {k: [] for k in rows}
     shares: dict[str, float] = {}
     outs: dict[str, torch.Tensor] = {}
     for r in range(a.rounds + 1):  # round 0: warm-up, and the MACs share and outputs
-        for name, (attach, detach, share) in rows.items():
+        print(f"round {r}/{a.rounds}" + (" (warm-up)" if r == 0 else ""), file=sys.stderr, flush=True)
+        names = list(rows)
+        names = names[r % len(names):] + names[:r % len(names)]  # rotated each round: no row always runs first
+        for name in names:
+            attach, detach, share = rows[name]
             attach()
             try:
-                if r == 0:
+                if r == 0 and a.model != "xl":  # a small model's first call warms caches; an xl call is seconds long
                     pipe(**inputs())
                 timer.reset()
                 out = pipe(**inputs()).images
@@ -142,13 +176,13 @@ def main() -> None:
                     times[name].append(timer.seconds)
             finally:
                 detach()
-    same = torch.equal(outs["plain"], outs["accel all-compute"])
+    same = torch.equal(outs["plain"], outs["accel all-compute"]) if "accel all-compute" in outs else None
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["plain"]
     shape = (f"PixArt-alpha-XL-shaped transformer ({a.layers} blocks x 1152, 256 tokens, {a.dtype})" if a.model == "xl"
              else f"{a.model} (batch {a.batch})")
     print(f"{shape}, {a.steps} steps with CFG, {a.threads} threads, denoising loop, median of {a.rounds} "
-          f"interleaved rounds; all-compute bit-identical to plain: {'yes' if same else 'NO'}\n")
+          f"interleaved rounds; all-compute bit-identical to plain: { {True: 'yes', False: 'NO', None: 'not run'}[same]}\n")
     print("| row | loop s | speed-up | ideal (1 / MACs share) | realised / ideal | per-round spread |")
     print("|---|---|---|---|---|---|")
     for k, t in med.items():
