@@ -21,6 +21,7 @@ from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, Denoiser
 from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
 from .cache.token_refresh import TokenRefresh
+from .parallel import check_composes, context_parallel_of, rank_report
 from .pipelines.families import FamilyLayout, UNetLevels, find_denoiser, layout_of
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
@@ -114,6 +115,7 @@ class AccelHandle:
     macs: dict[tuple, tuple[int, list[int]]] = field(default_factory=dict)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     invariant: dict[str, Any] = field(default_factory=dict)  # denoiser submodule name -> its CallInvariantHook
+    attention: str | None = None  # the backend of accel's attention processors, when installed
 
     def add_hook(self, module: torch.nn.Module, hook, name: str) -> None:
         made = not hasattr(module, "_diffusers_hook")
@@ -183,6 +185,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         guidance_fn = _dispatch(_GUIDANCE_HANDLERS, guidance, "guidance") if guidance is not None else None
         if guidance is not None and hasattr(guidance, "validate"):
             guidance.validate(pipe)
+        keeps_inputs = policy is not None and policy.keeps_inputs
+        check_composes(denoiser, keeps_inputs, "auto" if keeps_inputs and attention is None else attention)
         extra_defaults = getattr(new_scheduler, "accel_call_defaults", None)  # e.g. one-step presets
         one_step = _is_one_step(pipe, extra_defaults)
     if one_step and (policy is not None or guidance_fn is not None):
@@ -202,6 +206,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         policy.bind(len(blocks), len(layout.component_names))
     if policy is not None and policy.keeps_inputs and attention is None:
         attention = "auto"  # token refresh recomputes attention rows through accel's processor
+    handle.attention = attention
+    state.call_listeners.append(lambda: _under_context_parallel(handle))
     if not one_step:  # a one-step pipeline gets no hooks at all: nothing to reuse, nothing to slow down
         for i, r in enumerate(refs):
             handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
@@ -355,25 +361,51 @@ def handle_of(pipe) -> AccelHandle:
     return _HANDLES[pipe]
 
 
+def _under_context_parallel(handle: AccelHandle) -> None:
+    """At the start of every call: refuse what does not compose with the denoiser's context parallelism (it may
+    have been enabled after ``apply``) and count MACs while every rank is in the same call (the counting forward
+    exchanges shards between ranks, so ``accel.stats`` on one rank alone could not run it)."""
+    if context_parallel_of(handle.denoiser) is None:
+        return
+    policy = handle.state.policy
+    check_composes(handle.denoiser, policy is not None and policy.keeps_inputs, handle.attention, STEP_HOOK)
+    _macs_of_last_inputs(handle)
+
+
+def _shape_key(args: tuple, kwargs: dict) -> tuple:
+    return tuple((tuple(a.shape), a.dtype) for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor))
+
+
+def _macs_of_last_inputs(h: AccelHandle) -> tuple[int, list[int]]:
+    """MACs of one denoiser forward at the last call's input shapes, and of each slot and invariant module in it
+    (counted once per shape)."""
+    args, kwargs = h.state.last_inputs
+    key = _shape_key(args, kwargs)
+    if key not in h.macs:
+        h.state.measuring = True
+        try:
+            h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots] + list(h.invariant))
+        finally:
+            h.state.measuring = False
+    return h.macs[key]
+
+
 def stats(pipe, count_macs_now: bool = True) -> Stats:
     """Report of the last call: steps, computed/reused per block and component, MACs, denoising time.
 
     MACs are counted once per input shape with ``torch.utils.flop_counter`` (one extra denoiser
-    forward, nothing cached is touched) and multiplied by what was computed.
+    forward, nothing cached is touched) and multiplied by what was computed. Under diffusers' context
+    parallelism that forward runs at the start of a call's first step on every rank together, and the figures
+    are this rank's (``extra["context_parallel"]``; see ``accel.parallel``).
     """
     h = handle_of(pipe)
     rec = h.state.record
     macs_total, per = 0, [0] * len(h.state.slots)
-    if count_macs_now and h.state.last_inputs is not None:
-        args, kwargs = h.state.last_inputs
-        key = tuple((tuple(a.shape), a.dtype) for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor))
-        if key not in h.macs:
-            h.state.measuring = True
-            try:
-                h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots] + list(h.invariant))
-            finally:
-                h.state.measuring = False
-        macs_total, per = h.macs[key]
+    cp = rank_report(h.denoiser)
+    if count_macs_now and h.state.last_inputs is not None and cp is None:
+        macs_total, per = _macs_of_last_inputs(h)
+    elif cp is not None and h.state.last_inputs is not None:  # counted in the call, on every rank together
+        macs_total, per = h.macs.get(_shape_key(*h.state.last_inputs), (0, per))
     n_slots = len(h.state.slots)
     per, per_invariant = per[:n_slots], per[n_slots:]
     cnames = h.layout.component_names
@@ -386,4 +418,6 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
     saved += sum(m * hook.hits for m, hook in zip(per_invariant, h.invariant.values()))  # projections reused
     seconds = rec.span.seconds
     extra = {k: fn() for k, fn in h.state.reporters.items()}
+    if cp is not None:
+        extra["context_parallel"] = {**cp, "macs": "this rank's"}
     return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

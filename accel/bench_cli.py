@@ -8,11 +8,12 @@ def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.page import command_line
     from .bench.rows import make_row
-    from .cli_args import check_call_args
+    from .cli_args import check_call_args, parse_parallel
     from .devices import resolve_device
     from .errors import InputError
 
     check_call_args(a)
+    parallel = parse_parallel(a)
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
     for m in methods:  # fail before loading anything
         try:
@@ -38,7 +39,8 @@ def _run(a) -> None:
                       timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
                       timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
                       dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip,
-                      command=command_line(["accel", *a.argv]))
+                      command=command_line([*_launcher(), *a.argv]),
+                      context_parallel=str(parallel) if parallel is not None else None)
     try:
         results = run_bench(cfg)
     except (FileNotFoundError, RuntimeError) as e:
@@ -62,6 +64,17 @@ def _run(a) -> None:
         meta = json.loads((Path(a.out) / "results.json").read_text())["config"]
         print(f"results page written: {write_page(a.page, table, meta, a.out, title=a.page_title)}")
     print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
+
+
+def _launcher() -> list[str]:
+    """How this process was started, as results record it: ``accel``, or a launcher script standing in for it
+    (``ACCEL_PROG``), under ``torchrun --nproc_per_node N`` when several processes run."""
+    import os
+
+    world, prog = int(os.environ.get("WORLD_SIZE", "1")), os.environ.get("ACCEL_PROG", "accel")
+    if world == 1:
+        return [prog]
+    return ["torchrun", "--nproc_per_node", str(world), *(["--no-python"] if prog == "accel" else []), prog]
 
 
 def _usage(kind: str, fn) -> str:
@@ -114,8 +127,9 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--page", help="also write a results page (command, machine, date, table, plots), e.g. "
                                   "docs/results/NAME.md")
     s.add_argument("--page-title", help="the results page's title (default: from its file name)")
-    from .cli_args import add_call_args, add_device_args
+    from .cli_args import add_call_args, add_device_args, add_parallel_args
 
     add_call_args(s)
     add_device_args(s)
+    add_parallel_args(s)
     s.set_defaults(fn=_run)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_args import add_call_args, add_device_args, check_call_args
+from .cli_args import add_call_args, add_device_args, add_parallel_args, check_call_args, enable_parallel, parse_parallel
 from .devices import load_from_args, resolve_device
 from .errors import InputError
 
@@ -69,8 +69,10 @@ def cmd_generate(a) -> None:
     from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional
 
     check_call_args(a)
+    parallel = parse_parallel(a)
     pipe = load_from_args(a)
-    pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
+    rank = enable_parallel(pipe, parallel)  # before accel.apply: accel's hooks sit outside diffusers' split
+    pipe.set_progress_bar_config(disable=not sys.stderr.isatty() or rank > 0)
     defaults = getattr(pipe, "accel_defaults", {})  # a one-step pipeline's defaults fix steps and guidance
     steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
     guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
@@ -95,14 +97,18 @@ def cmd_generate(a) -> None:
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:  # a file for another model, ...
         raise InputError(str(e)) from None
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     try:
         result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
     except FloatingPointError as e:  # a solver that refuses to hand back non-finite latents
         raise InputError(str(e)) from None
+    st = accel.stats(pipe)
+    if rank > 0:  # every rank made the same images: rank 0 writes them
+        return
     for i, img in enumerate(result.images):
         img.save(out / f"{i:03d}.png")
-    print(accel.stats(pipe))
+    print(st)
     print(f"{len(result.images)} images -> {out}")
 
 
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default="outputs/generate")
     add_call_args(s)
     add_device_args(s)
+    add_parallel_args(s)
     s.set_defaults(fn=cmd_generate)
 
     from .calibrate_cli import add_calibrate_parser

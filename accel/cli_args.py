@@ -31,3 +31,47 @@ def check_call_args(a: argparse.Namespace) -> None:
     if guidance is not None and guidance < 0:
         raise InputError(f"--guidance must not be negative, got {guidance}")
 
+
+def add_parallel_args(p: argparse.ArgumentParser) -> None:
+    """``--context-parallel KIND:N``: diffusers' context parallelism under ``torchrun --nproc_per_node N``."""
+    p.add_argument("--context-parallel", metavar="KIND:N",
+                   help="spread each image's tokens over N processes with diffusers' context parallelism (ulysses:N "
+                        "or ring:N); launch with torchrun --nproc_per_node N, one accelerator per process; rank 0 "
+                        "writes the outputs")
+
+
+def parse_parallel(a: argparse.Namespace):
+    """The ``ContextParallel`` of ``--context-parallel`` (None without it); a bad spec is an ``InputError``."""
+    text = getattr(a, "context_parallel", None)
+    if text is None:
+        return None
+    from .parallel import ContextParallel
+
+    try:
+        spec = ContextParallel.parse(text)
+    except ValueError as e:
+        raise InputError(f"--context-parallel: {e}") from None
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != spec.degree:
+        raise InputError(f"--context-parallel {spec} runs on {spec.degree} processes and this is {world}: launch "
+                         f"with torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
+                         f"{spec.degree})")
+    return spec
+
+
+def enable_parallel(pipe, spec) -> int:
+    """Enable ``spec`` (a ``ContextParallel`` or None) on ``pipe``; returns this process's rank (0 without it)."""
+    if spec is None:
+        return 0
+    import torch
+
+    from .parallel import enable_context_parallel
+
+    try:
+        enable_context_parallel(pipe, spec)
+    except ValueError as e:
+        raise InputError(f"--context-parallel {spec}: {e}") from None
+    return torch.distributed.get_rank()
+

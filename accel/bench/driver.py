@@ -89,6 +89,7 @@ class BenchConfig:
     width: int | None = None
     device: str = "cpu"  # where the pipeline (and the full-size one) runs
     dtype: str = "float32"  # the pipeline's weights: float32, float16 or bfloat16
+    context_parallel: str | None = None  # diffusers' context parallelism over the launched processes ("ulysses:2")
     extra: dict = field(default_factory=dict)
 
 
@@ -122,6 +123,41 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
         bar.update(len(chunk) * world)
     parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
     return torch.cat([p[1] for p in parts]), [p[2] for p in parts], [p[3] for p in parts]
+
+
+def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> tuple[int, int, dict]:
+    """Time the plain pipeline in one process per rank (each as alone on its own accelerator), then turn on
+    diffusers' context parallelism ``cfg.context_parallel``; returns (rank, world, the one-process timing).
+
+    Rows that decide from the values they see (``Row.per_rank_decisions``) are refused beforehand: each rank
+    would decide on its own shard."""
+    from ..parallel import ContextParallel, enable_context_parallel
+
+    if cfg.full_size:
+        raise ValueError("--full-size times a one-process model: leave it out under --context-parallel")
+    spec = ContextParallel.parse(cfg.context_parallel)
+    for row in rows:
+        if row.per_rank_decisions:
+            raise ValueError(f"bench method {row.name!r} decides from the values it sees, and under context "
+                             "parallelism each rank sees its own shard (the ranks could disagree): leave it out")
+    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    if pipe.device.type == "cpu" and world > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the processes share the CPU
+    plain = make_row("plain")
+    e2e, dn = [], []
+    with _timing(pipe) as timer:
+        for i in range(max(1, cfg.timing_rounds) + 1):  # the first call warms up
+            timer.start()
+            t = clock()
+            pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, plain, cfg, prompts))
+            if i:
+                e2e.append((clock() - t) / len(prompts))
+                dn.append(timer.seconds / len(prompts))
+    enable_context_parallel(pipe, spec)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    single = {"plain_denoise": statistics.median(dn), "plain_e2e": statistics.median(e2e),
+              "plain_denoise_per_rank": gather(statistics.median(dn), world)}
+    return rank, world, single
 
 
 def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> float:
@@ -158,9 +194,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     else:
         prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
     condition(pipe, prompts[:1] + prompts[-1:])  # a prompt a class-conditional pipeline lacks: refused before any row
-    rank, world = rank_world()
-    if world > 1:
-        torch.set_num_threads(max(1, torch.get_num_threads() // world))
+    cp, single = cfg.context_parallel, None
+    if cp is not None:
+        rank, world, single = _enable_context_parallel(pipe, rows, cfg, prompts[: cfg.batch])
+        spread_rank, spread_world = 0, 1  # every rank runs every image; CP splits each one
+    else:
+        rank, world = rank_world()
+        spread_rank, spread_world = rank, world
+        if world > 1:
+            torch.set_num_threads(max(1, torch.get_num_threads() // world))
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, all_images = [], {}
@@ -179,8 +221,11 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                     pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                          **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
                     bar.update(cfg.batch)
-                    imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, rank, world)
-                    macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
+                    imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, spread_rank, spread_world)
+                    if cp is None:
+                        macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
+                    else:  # every rank counts its shard's MACs (the forward exchanges shards); the call's are the sum
+                        macs = sum(gather(_denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]), world))
             finally:
                 row.detach(pipe)
                 _restore_order(den, order)
@@ -208,10 +253,19 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         results.append(result)
         _write_partial(out_dir, meta, results)  # a later failure or kill loses nothing measured
     bar.close()
-    if rank > 0:
+    if cp is not None:  # rank 0's metrics may have dropped a row: every rank times the rows rank 0 kept
+        kept = gather([r.name for r in rows], world)[0]
+        rows = [r for r in rows if r.name in kept]
+    elif rank > 0:
         return []
-    if cfg.timing_rounds > 0 and not cfg.quality_only and world == 1:
-        timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch])
+    if cfg.timing_rounds > 0 and not cfg.quality_only and (world == 1 or cp is not None):
+        timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch], quiet=rank > 0)
+        if cp is not None:
+            per_rank = gather([statistics.median(dn) for _, dn in timed], world)
+            if rank > 0:
+                return []
+            for r, *ranks in zip(results, *per_rank):
+                r["latency_denoise_per_rank"] = list(ranks)
         plain_dn = timed[0][1]
         for r, (e2e, dn) in zip(results, timed):
             r["latency_e2e"], r["latency_denoise"] = statistics.median(e2e), statistics.median(dn)
@@ -220,10 +274,16 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             r["speedup_denoise_rounds"] = [p / d if d else None for p, d in zip(plain_dn, dn)]
             r["speedup_spread"] = spread(r["speedup_denoise_rounds"])
             r["unsteady"] = r["speedup_spread"] > cfg.timing_spread
+    elif rank > 0:
+        return []
     base = results[0]
     for r in results:
         r["speedup_denoise"] = base["latency_denoise"] / r["latency_denoise"] if r["latency_denoise"] else None
         r["speedup_e2e"] = base["latency_e2e"] / r["latency_e2e"]
+    if single is not None:
+        meta["context_parallel"] = {"layout": cp, "ranks": world, **single,
+                                    "speedup_denoise": single["plain_denoise"] / base["latency_denoise"],
+                                    "speedup_e2e": single["plain_e2e"] / base["latency_e2e"]}
     full = None
     if cfg.full_size:
         (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
@@ -294,7 +354,8 @@ def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:
                                                      default=str))
 
 
-def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> list[tuple[list, list]]:
+def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str],
+                        quiet: bool = False) -> list[tuple[list, list]]:
     """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
     row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
     on all rows alike and the speed-ups are ratios taken side by side. Each pass visits the rows in its own
@@ -302,7 +363,7 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
     attach keep their first calibration (see ``rows.py``)."""
     times: list[tuple[list, list]] = [([], []) for _ in rows]
     cap = max(cfg.timing_rounds, cfg.max_timing_rounds)
-    bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row")
+    bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row", disable=quiet)
     order = list(range(len(rows)))
     rng = random.Random(cfg.seed)
     _, den = find_denoiser(pipe)
@@ -482,4 +543,23 @@ def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> 
                  + "; ".join(f"{label} {min(x):.2f}-{max(x):.2f}x" for label, x in spread) + ".\n")
     for sk in meta.get("skipped", []):
         cols += f"\nSkipped `{sk['method']}`: {sk['reason']}\n"
-    return head + cols
+    return head + cols + context_parallel_markdown(results, meta)
+
+
+def context_parallel_markdown(results: list[dict], meta: dict) -> str:
+    """Under context parallelism: the plain pipeline in one process against it spread over the ranks, and every
+    row's denoising time on each rank."""
+    cp = meta.get("context_parallel")
+    if not cp:
+        return ""
+    md = (f"\nContext parallelism {cp['layout']} over {cp['ranks']} processes (diffusers' enable_parallelism). "
+          f"The plain pipeline in one process per rank (the ranks at once, same threads each): "
+          f"{cp['plain_denoise']:.4f} s/img denoising; spread over the ranks: {results[0]['latency_denoise']:.4f} "
+          f"s/img, a parallel speed-up of {cp['speedup_denoise']:.2f}x (denoise), {cp['speedup_e2e']:.2f}x (e2e). "
+          "Speed-ups in the table are against the plain pipeline spread over the same ranks; GMACs/img are summed "
+          "over the ranks.\n\n| method | " + " | ".join(f"rank {i} denoise s/img" for i in range(cp["ranks"]))
+          + " |\n|---|" + "---|" * cp["ranks"] + "\n")
+    for r in results:
+        ranks = r.get("latency_denoise_per_rank") or []
+        md += f"| {r['label']} | " + " | ".join(f"{x:.4f}" for x in ranks) + " |\n"
+    return md

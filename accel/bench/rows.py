@@ -26,6 +26,9 @@ class Row:
     call_kwargs: dict = field(default_factory=dict)  # per-row pipeline call arguments (e.g. guidance_scale)
     full_size: bool = True  # meaningful on a random-weight full-size model (not for trained students)
     latency_stand_in: str | None = None  # a row of the same cost to time where this one's files do not fit
+    # decides to skip from the values it sees: under context parallelism each rank sees its own shard and the
+    # ranks could decide differently (their collectives would then no longer match)
+    per_rank_decisions: bool = False
 
 
 ROW_KINDS: dict[str, Callable[[str, str], Row]] = {}
@@ -126,9 +129,11 @@ def _fbcache(spec: str, arg: str) -> Row:
 
     thr = float(arg or 0.05)
     names = (fbc._FBC_LEADER_BLOCK_HOOK, fbc._FBC_BLOCK_HOOK)
-    return _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
-                          lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
-                          {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr})
+    row = _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
+                         lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
+                         {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr})
+    row.per_rank_decisions = True
+    return row
 
 
 @row_kind("taylorseer")
@@ -205,9 +210,11 @@ def _magcache(spec: str, arg: str) -> Row:
         apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
                                                          mag_ratios=memo[id(pipe)]))
 
-    return _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
-                          {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
-                           "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"})
+    row = _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
+                         {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
+                          "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"})
+    row.per_rank_decisions = True  # its ratios are calibrated from the magnitudes each rank sees
+    return row
 
 
 @row_kind("dbcache")
@@ -233,7 +240,7 @@ def _dbcache(spec: str, arg: str) -> Row:
 
     return Row(spec, f"cache-dit DBCache F{fn}B{bn} {thr}", attach, cache_dit.disable_cache, peer=True,
                config={"kind": "peer", "peer": "cache-dit.DBCache", "Fn_compute_blocks": fn, "Bn_compute_blocks": bn,
-                       "residual_diff_threshold": thr, "max_warmup_steps": warm})
+                       "residual_diff_threshold": thr, "max_warmup_steps": warm}, per_rank_decisions=True)
 
 
 @row_kind("cfg")

@@ -146,8 +146,8 @@ class RunState:
             if self.foreign:  # another pipeline's call: keep this pipeline's state as it is
                 self._timesteps_obj, self._last_t, self._row = ts, t, None
                 return
+            self.last_inputs = (args, kwargs)  # before the call listeners, which may count MACs on them
             self._begin_call(sched, ts)
-            self.last_inputs = (args, kwargs)
         elif self.foreign:
             self._last_t = t
             return
