@@ -93,11 +93,30 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
         raise ValueError(f"diffusers ships no context-parallel plan for {type(den).__name__} (it has plans for "
                          "FLUX, Wan, LTX, QwenImage and a few others): call "
                          "denoiser.enable_parallelism(config=..., cp_plan=YOUR_PLAN) yourself")
+    if spec.kind == "ring":
+        native = [b for b in _attention_backends(den) if b.startswith(("native", "_native"))]
+        if native:
+            raise ValueError(f"ring attention merges partial results by their log-sum-exp, which the {native[0]!r} "
+                             "attention backend does not return: set one that does first (e.g. "
+                             "denoiser.set_attention_backend('flash') on a GPU), or use ulysses")
     config = ContextParallelConfig(**{f"{spec.kind}_degree": spec.degree})
     try:
         den.enable_parallelism(config=config)
     except (ValueError, RuntimeError, NotImplementedError) as e:
         raise ValueError(f"diffusers' enable_parallelism({spec}) refused this model: {e}") from None
+
+
+def _attention_backends(denoiser: torch.nn.Module) -> set[str]:
+    """The attention backends the denoiser's dispatching processors use (diffusers' active one where unset)."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    found = set()
+    for module in denoiser.modules():
+        proc = getattr(module, "processor", None)
+        if proc is not None and hasattr(proc, "_attention_backend"):
+            backend = proc._attention_backend or _AttentionBackendRegistry.get_active_backend()[0]
+            found.add(str(getattr(backend, "value", backend)))
+    return found
 
 
 def context_parallel_of(denoiser: torch.nn.Module):

@@ -97,6 +97,12 @@ def main(out_path: str) -> None:
             refusals[what] = "applied"
         except ValueError as e:
             refusals[what] = str(e)
+    other = tiny_flux(seed=1)  # ring attention with PyTorch's native backend: refused before anything changes
+    try:
+        enable_context_parallel(other, ContextParallel.parse("ring:2"))
+        refusals["ring"] = "enabled"
+    except ValueError as e:
+        refusals["ring"] = str(e)
     report["refusals"] = refusals
     if torch.distributed.get_rank() == 0:
         with open(out_path, "w") as f:

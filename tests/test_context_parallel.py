@@ -51,6 +51,7 @@ def test_what_does_not_compose_is_refused_with_the_reason(report):
     assert "after accel.apply" in report["applied_before"] and "again" in report["applied_before"]
     assert "own shard" in report["refusals"]["token refresh"]
     assert "attention dispatch" in report["refusals"]["attention"]
+    assert "log-sum-exp" in report["refusals"]["ring"]
 
 
 def _torchrun(args: list[str], **kw):
