@@ -395,8 +395,9 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
 
     MACs are counted once per input shape with ``torch.utils.flop_counter`` (one extra denoiser
     forward, nothing cached is touched) and multiplied by what was computed. Under diffusers' context
-    parallelism that forward runs at the start of a call's first step on every rank together, and the figures
-    are this rank's (``extra["context_parallel"]``; see ``accel.parallel``).
+    parallelism that forward runs inside every call with a new input shape, at its first step, on every rank
+    together (whether or not ``stats`` is called; ``count_macs_now`` has no effect), and the figures are this
+    rank's (``extra["context_parallel"]``; see ``accel.parallel``).
     """
     h = handle_of(pipe)
     rec = h.state.record

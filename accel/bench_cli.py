@@ -8,7 +8,7 @@ def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.page import command_line
     from .bench.rows import make_row
-    from .cli_args import check_call_args, parse_parallel
+    from .cli_args import check_call_args, parse_parallel, uneven_split
     from .devices import resolve_device
     from .errors import InputError
 
@@ -17,10 +17,15 @@ def _run(a) -> None:
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
     for m in methods:  # fail before loading anything
         try:
-            make_row(m)
+            row = make_row(m)
         except (ValueError, FileNotFoundError) as e:
             msg = str(e)
             raise InputError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
+        if parallel is not None and row.per_rank_decisions:
+            raise InputError(f"bench method {m!r} decides from the values it sees, and under --context-parallel each "
+                             "rank sees its own shard (the ranks could disagree): leave it out")
+    if parallel is not None and a.full_size:
+        raise InputError("--full-size times a one-process model: leave it out under --context-parallel")
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
     if a.clip and not (Path(a.clip) / "config.json").exists():
         raise InputError(f"--clip {a.clip!r}: no CLIP model folder (config.json missing)")
@@ -39,7 +44,7 @@ def _run(a) -> None:
                       timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
                       timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
                       dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip,
-                      command=command_line([*_launcher(), *a.argv]),
+                      command=command_line([*_launcher(parallel is not None), *a.argv]),
                       context_parallel=str(parallel) if parallel is not None else None)
     try:
         results = run_bench(cfg)
@@ -47,6 +52,10 @@ def _run(a) -> None:
         raise InputError(str(e)) from None
     except ValueError as e:  # prompts a class-conditional pipeline lacks, a size a pipeline cannot take
         raise InputError(str(e)) from None
+    except AssertionError as e:
+        if parallel is None:
+            raise
+        raise InputError(f"--context-parallel {parallel}: {uneven_split(parallel, e)}") from None
     if not results:  # another process of `accelerate launch`: rank 0 writes
         return
     table = (Path(a.out) / "results.md").read_text()
@@ -66,13 +75,13 @@ def _run(a) -> None:
     print(f"written: {a.out}/results.json results.md pareto.png grid.png ({len(results)} rows)")
 
 
-def _launcher() -> list[str]:
+def _launcher(context_parallel: bool) -> list[str]:
     """How this process was started, as results record it: ``accel``, or a launcher script standing in for it
-    (``ACCEL_PROG``), under ``torchrun --nproc_per_node N`` when several processes run."""
+    (``ACCEL_PROG``); under context parallelism, with the ``torchrun --nproc_per_node N`` it needs."""
     import os
 
     world, prog = int(os.environ.get("WORLD_SIZE", "1")), os.environ.get("ACCEL_PROG", "accel")
-    if world == 1:
+    if world == 1 or not context_parallel:
         return [prog]
     return ["torchrun", "--nproc_per_node", str(world), *(["--no-python"] if prog == "accel" else []), prog]
 

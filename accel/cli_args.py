@@ -53,6 +53,11 @@ def parse_parallel(a: argparse.Namespace):
         raise InputError(f"--context-parallel: {e}") from None
     import os
 
+    import torch
+
+    if torch.cuda.is_available() and getattr(a, "device", "auto") != "auto":
+        raise InputError(f"--device {a.device} under --context-parallel: leave --device auto, each process takes "
+                         "its own GPU (LOCAL_RANK)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != spec.degree:
         raise InputError(f"--context-parallel {spec} runs on {spec.degree} processes and this is {world}: launch "
@@ -74,4 +79,11 @@ def enable_parallel(pipe, spec) -> int:
     except ValueError as e:
         raise InputError(f"--context-parallel {spec}: {e}") from None
     return torch.distributed.get_rank()
+
+
+def uneven_split(spec, error: AssertionError) -> str:
+    """The one-line reason for diffusers' assertion when a sequence does not split evenly over the ranks."""
+    return (f"diffusers splits the image and text token sequences (and the attention heads) evenly over "
+            f"{spec.degree} processes and one of them does not divide: choose a size, prompt length or process "
+            f"count that does ({error or 'uneven split'})")
 

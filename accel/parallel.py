@@ -6,8 +6,8 @@ accel's hooks then see, per rank, the same steps and the same decisions; what th
 
 What composes (tested on 2 CPU processes, gloo):
 
-- cache schedules (uniform, BAC, ECAD tables, held or forecast reuse) and the block fast path: the schedule is
-  fixed in advance, so every rank skips the same components (and their collectives) at the same step;
+- cache schedules (uniform, BAC and ECAD schedule files, held or forecast reuse): the schedule is fixed in
+  advance, so every rank skips the same components (and their collectives) at the same step;
 - guidance (APG, frequency-aware CFG) and solvers: they act on the denoiser's gathered output;
 - ``accel.stats``: MACs and time of this rank (see ``rank_report``).
 
@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import torch
 
 KINDS = ("ulysses", "ring")
+# diffusers' attention backends that raise on ``return_lse=True``, which ring attention needs
+NO_LSE = ("native", "_native_efficient", "_native_math", "_native_npu", "_native_xla", "sage_blackwell_hub",
+          "sage_varlen", "xformers")
 INPUT_HOOK = "cp_input---"  # the name diffusers gives the split hook on the model itself (plan key "")
 
 
@@ -68,15 +71,38 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     after it): accel's hooks must sit outside diffusers' split to see whole inputs.
     """
     from diffusers import ContextParallelConfig
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
     from .pipelines.families import find_denoiser
 
+    # every check before anything changes (the process group, the model)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not torch.distributed.is_initialized() and world < 2:
+        raise ValueError(f"context parallelism {spec} needs {spec.degree} processes: launch with "
+                         f"torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
+                         f"{spec.degree})")
+    _, den = find_denoiser(pipe)
+    if getattr(den, "_parallel_config", None) is not None:
+        raise ValueError(f"parallelism is already enabled on this {type(den).__name__}")
+    if getattr(den, "_cp_plan", None) is None:
+        raise ValueError(f"diffusers ships no context-parallel plan for {type(den).__name__} (it has plans for "
+                         "FLUX, Wan, LTX, QwenImage and a few others): call "
+                         "denoiser.enable_parallelism(config=..., cp_plan=YOUR_PLAN) yourself")
+    if torch.accelerator.device_count() < 1:
+        # diffusers places rank r on accelerator r % device_count
+        raise ValueError("diffusers' context parallelism places each rank on an accelerator (CUDA, XPU, ...) "
+                         "and this machine has none")
+    backends = _attention_backends(den)
+    unsupported = sorted(b for b in backends
+                         if not _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(b)))
+    if unsupported:
+        raise ValueError(f"the attention backend {unsupported[0]!r} does not support context parallelism: set one "
+                         "that does first (denoiser.set_attention_backend(...), e.g. 'native' or 'flash')")
+    if spec.kind == "ring" and backends & set(NO_LSE):
+        raise ValueError(f"ring attention merges partial results by their log-sum-exp, which the "
+                         f"{sorted(backends & set(NO_LSE))[0]!r} attention backend does not return: set one that "
+                         "does first (e.g. denoiser.set_attention_backend('flash') on a GPU), or use ulysses")
     if not torch.distributed.is_initialized():
-        if world < 2:
-            raise ValueError(f"context parallelism {spec} needs {spec.degree} processes: launch with "
-                             f"torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
-                             f"{spec.degree})")
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -84,25 +110,11 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     world = torch.distributed.get_world_size()
     if world != spec.degree:
         raise ValueError(f"context parallelism {spec} over {world} processes: launch {spec.degree}")
-    if torch.accelerator.device_count() < 1:
-        # diffusers places rank r on accelerator r % device_count
-        raise ValueError("diffusers' context parallelism places each rank on an accelerator (CUDA, XPU, ...) "
-                         "and this machine has none")
-    _, den = find_denoiser(pipe)
-    if getattr(den, "_cp_plan", None) is None:
-        raise ValueError(f"diffusers ships no context-parallel plan for {type(den).__name__} (it has plans for "
-                         "FLUX, Wan, LTX, QwenImage and a few others): call "
-                         "denoiser.enable_parallelism(config=..., cp_plan=YOUR_PLAN) yourself")
-    if spec.kind == "ring":
-        native = [b for b in _attention_backends(den) if b.startswith(("native", "_native"))]
-        if native:
-            raise ValueError(f"ring attention merges partial results by their log-sum-exp, which the {native[0]!r} "
-                             "attention backend does not return: set one that does first (e.g. "
-                             "denoiser.set_attention_backend('flash') on a GPU), or use ulysses")
     config = ContextParallelConfig(**{f"{spec.kind}_degree": spec.degree})
     try:
         den.enable_parallelism(config=config)
-    except (ValueError, RuntimeError, NotImplementedError) as e:
+    except (ValueError, RuntimeError, NotImplementedError, AssertionError) as e:
+        den._parallel_config = None  # diffusers records the config before some of its checks
         raise ValueError(f"diffusers' enable_parallelism({spec}) refused this model: {e}") from None
 
 
@@ -161,8 +173,9 @@ def check_composes(denoiser: torch.nn.Module, keeps_inputs: bool, attention: str
 def rank_report(denoiser: torch.nn.Module) -> dict | None:
     """For ``accel.stats`` under context parallelism: the layout and this rank; None without it.
 
-    Each rank computes an equal share of the denoiser's MACs (diffusers' equipartition: equal token shards for
-    the linear layers, equal head groups for attention), so the whole call's MACs are the rank's times ``ranks``.
+    The rank's MACs are its equal share of the token-wise and attention work (diffusers' equipartition: equal
+    token shards for the linear layers, equal head groups for attention) plus what every rank repeats (the
+    timestep and text embeddings, the final layer); the whole call's are the sum over the ranks.
     """
     config = context_parallel_of(denoiser)
     if config is None:

@@ -87,7 +87,7 @@ def test_bench_on_two_processes_reports_ranks_and_the_parallel_speed_up(flux_fol
     out = tmp_path / "bench"
     _torchrun(["bench", "--pipeline", str(flux_folder), "--context-parallel", "ulysses:2", "--steps", "4",
                "--height", "16", "--width", "16", "--num-images", "2", "--batch", "1", "--timing-rounds", "2",
-               "--max-timing-rounds", "2", "--methods", "plain,uniform:2,uniform:3:taylor", "--metrics", "psnr",
+               "--max-timing-rounds", "3", "--timing-spread", "0", "--methods", "plain,uniform:2,uniform:3:taylor", "--metrics", "psnr",
                "--out", str(out)])
     res = json.loads((out / "results.json").read_text())
     cp = res["config"]["context_parallel"]
@@ -96,15 +96,19 @@ def test_bench_on_two_processes_reports_ranks_and_the_parallel_speed_up(flux_fol
     assert [len(r["latency_denoise_per_rank"]) for r in res["rows"]] == [2, 2, 2]
     assert res["rows"][1]["psnr"] > 10  # the cached rows are scored against the plain row of the same run
     assert "Context parallelism ulysses:2 over 2 processes" in (out / "results.md").read_text()
+    # past the minimum rounds rank 0 decides for all whether to go on (here: on, as no spread is steady)
+    assert [r["latency_samples"] for r in res["rows"]] == [3, 3, 3]
+    assert res["config"]["command"].startswith("torchrun --nproc_per_node 2 tests/cp_cli.py bench")
 
 
 @pytest.mark.multiprocess
 def test_bench_refuses_rows_that_decide_per_rank(flux_folder, tmp_path):
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(free_port()), str(HERE / "cp_cli.py"), "bench", "--pipeline", str(flux_folder),
-                          "--context-parallel", "ulysses:2", "--methods", "plain,fbcache:0.2", "--out",
+                          "--context-parallel", "ulysses:2", "--methods", "plain,uniform:2,bac:2", "--out",
                           str(tmp_path / "b")], cwd=HERE, capture_output=True, text=True, timeout=600)
-    assert res.returncode != 0 and "each rank sees its own shard" in res.stderr
+    assert res.returncode != 0 and "'bac:2'" in res.stderr and "each rank sees its own shard" in res.stderr
+    assert not (tmp_path / "b").exists()  # refused before anything loaded or ran
 
 
 def test_a_bad_context_parallel_spec_is_refused_before_loading(capsys):

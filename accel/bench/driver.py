@@ -160,9 +160,14 @@ def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: l
     return rank, world, single
 
 
-def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> float:
-    """Denoiser MACs per image actually executed, counted over one whole call (any row, peers included)."""
+def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str], warm: bool = False) -> float:
+    """Denoiser MACs per image actually executed, counted over one whole call (any row, peers included); ``warm``:
+    one uncounted call at that batch size first (under context parallelism accel counts its own MACs inside the
+    first call of a new input shape, which must not fall under this count)."""
     _, den = find_denoiser(pipe)
+    if warm:
+        row.before_call(pipe)
+        pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, row, cfg, prompts))
     row.before_call(pipe)
     with FlopCounterMode(display=False) as fc:
         pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, row, cfg, prompts))
@@ -225,7 +230,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                     if cp is None:
                         macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
                     else:  # every rank counts its shard's MACs (the forward exchanges shards); the call's are the sum
-                        macs = sum(gather(_denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]), world))
+                        macs = sum(gather(_denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))], warm=True),
+                                          world))
             finally:
                 row.detach(pipe)
                 _restore_order(den, order)
@@ -253,13 +259,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         results.append(result)
         _write_partial(out_dir, meta, results)  # a later failure or kill loses nothing measured
     bar.close()
-    if cp is not None:  # rank 0's metrics may have dropped a row: every rank times the rows rank 0 kept
-        kept = gather([r.name for r in rows], world)[0]
+    if cp is not None:  # a row dropped on any rank (rank 0's metrics, say) is dropped on all before timing
+        kept = set.intersection(*(set(names) for names in gather([r.name for r in rows], world)))
         rows = [r for r in rows if r.name in kept]
+        results = [r for r in results if r["method"] in kept]
     elif rank > 0:
         return []
     if cfg.timing_rounds > 0 and not cfg.quality_only and (world == 1 or cp is not None):
-        timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch], quiet=rank > 0)
+        timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch], quiet=rank > 0,
+                                    world=world if cp is not None else 1)
         if cp is not None:
             per_rank = gather([statistics.median(dn) for _, dn in timed], world)
             if rank > 0:
@@ -355,7 +363,7 @@ def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:
 
 
 def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str],
-                        quiet: bool = False) -> list[tuple[list, list]]:
+                        quiet: bool = False, world: int = 1) -> list[tuple[list, list]]:
     """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
     row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
     on all rows alike and the speed-ups are ratios taken side by side. Each pass visits the rows in its own
@@ -370,8 +378,11 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
     layout = _module_order(den)
     for done in range(cap):
         if done >= cfg.timing_rounds:  # past the minimum: go on only while some speed-up is still unsteady
-            if max((spread([p / d for p, d in zip(times[0][1], dn) if d]) for _, dn in times[1:]),
-                   default=0.0) <= cfg.timing_spread:
+            steady = max((spread([p / d for p, d in zip(times[0][1], dn) if d]) for _, dn in times[1:]),
+                         default=0.0) <= cfg.timing_spread
+            if world > 1:  # context parallelism: the ranks run every call together, so rank 0 decides for all
+                steady = gather(steady, world)[0]
+            if steady:
                 break
             bar.total += len(rows)
         rng.shuffle(order)

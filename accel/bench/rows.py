@@ -318,7 +318,8 @@ def _bac(spec: str, arg: str) -> Row:
                       + ([f"warm-up {warmup}"] if warmup else [])
                       + ([reuse] if reuse != "hold" else []) + ([f"gap <= {max_gap}"] if max_gap is not None else []))
     budget = f"{macs:.0%} of the MACs" if macs is not None else f"target {target:g}x"
-    return Row(spec, f"accel BAC {budget} ({label})", attach, accel.remove, config=info)
+    # calibrated from the statistics (and, for a speed-up target, the timings) each rank sees on its own shard
+    return Row(spec, f"accel BAC {budget} ({label})", attach, accel.remove, config=info, per_rank_decisions=True)
 
 
 @row_kind("toca")
