@@ -135,6 +135,28 @@ def _rows(pipe, a) -> dict[str, tuple[Callable, Callable, Callable[[], float]]]:
     return rows
 
 
+def cached_step(pipe, inputs: Callable[[], dict], steps: int, calls: int = 3) -> None:
+    """Print a computed and a fully cached denoiser call's wall time: a schedule that computes step 0 only."""
+    den, times = pipe.transformer, []
+    pre = den.register_forward_pre_hook(lambda *_: times.append(-time.perf_counter()))
+    post = den.register_forward_hook(lambda *_: times.__setitem__(-1, times[-1] + time.perf_counter()))
+    accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, steps, steps))
+    computed, cached = [], []
+    try:
+        for _ in range(calls + 1):  # the first call warms up
+            times.clear()
+            pipe(**inputs())
+            computed.append(times[0])
+            cached.extend(times[1:])
+    finally:
+        accel.remove(pipe)
+        pre.remove()
+        post.remove()
+    c, k = statistics.median(computed[1:]), statistics.median(cached[steps - 1:])
+    print(f"denoiser call, median of {calls} pipeline calls: computed {c * 1e3:.1f} ms, fully cached (block fast "
+          f"path) {k * 1e3:.1f} ms ({k / c:.1%} of a computed one)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="xl", help="xl (the PixArt-alpha-XL-shaped transformer) or a reference name")
@@ -147,9 +169,13 @@ def main() -> None:
     p.add_argument("--schedule", action="append", default=[], metavar="FILE",
                    help="a shipped schedule's table as a row (repeatable); xl takes --layers of the schedule's blocks")
     p.add_argument("--only", default="", help="comma-separated row names to keep besides plain (substring match)")
+    p.add_argument("--cached-step", action="store_true",
+                   help="instead of the table: a computed and a fully cached denoiser call's wall time")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     pipe, inputs = _model(a)
+    if a.cached_step:
+        return cached_step(pipe, inputs, a.steps)
     timer = LoopTimer(pipe.transformer)
     rows = _rows(pipe, a)
     if a.only:
