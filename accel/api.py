@@ -135,7 +135,7 @@ def _dispatch(table: dict[type, Callable], obj, what: str):
     raise TypeError(f"accel cannot apply {what}={obj!r}: accepted types are {names}")
 
 
-def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None = None):
+def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None = None, config=None):
     """Attach accelerations to a diffusers pipeline, in place; returns the pipeline.
 
     Args:
@@ -147,6 +147,9 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         attention: ``"auto"`` (Triton kernels on CUDA with triton, torch SDPA elsewhere), ``"torch"`` or
             ``"triton"`` to install accel's attention processors (text keys/values reused across steps);
             None leaves the model's processors alone.
+        config: a whole stack instead of ``cache`` / ``guidance`` / ``solver``: an ``accel.stack.Stack`` or the
+            path of its JSON file. Its step count and guidance scale go into ``pipe.accel_defaults`` (pass
+            ``**pipe.accel_defaults`` to the call).
 
     With no argument, accel only counts (``accel.stats``) and the outputs are unchanged.
     Applying again replaces what was applied before.
@@ -158,6 +161,11 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         >>> images = pipe(["a photo of a sneaker"], num_inference_steps=20, **pipe.accel_defaults).images  # doctest: +SKIP
         >>> print(accel.stats(pipe)); accel.remove(pipe)  # doctest: +SKIP
     """
+    call_defaults = None
+    if config is not None:
+        if cache is not None or guidance is not None or solver is not None:
+            raise ValueError("accel.apply takes config= or cache= / guidance= / solver=, not both")
+        cache, guidance, solver, call_defaults = _expand_stack(pipe, config)
     # validate everything before touching the pipeline: a bad argument loses nothing applied before; what
     # replaces an earlier apply is built from the pipeline as it was before accel (its scheduler and defaults)
     with _before_accel(pipe):
@@ -187,7 +195,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
             guidance.validate(pipe)
         keeps_inputs = policy is not None and policy.keeps_inputs
         check_composes(denoiser, keeps_inputs, "auto" if keeps_inputs and attention is None else attention)
-        extra_defaults = getattr(new_scheduler, "accel_call_defaults", None)  # e.g. one-step presets
+        extra_defaults = {**(getattr(new_scheduler, "accel_call_defaults", None) or {}),  # e.g. one-step presets
+                          **(call_defaults or {})} or None
         one_step = _is_one_step(pipe, extra_defaults)
     if one_step and (policy is not None or guidance_fn is not None):
         what = " and ".join(n for n, v in (("caching", policy), ("guidance", guidance_fn)) if v is not None)
@@ -237,6 +246,22 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
 
 
 _MISSING = object()
+
+
+def _expand_stack(pipe, config) -> tuple:
+    """(cache, guidance, solver, call defaults) of a ``Stack`` or stack file, checked against ``pipe``."""
+    from .stack import Stack
+
+    stack = config if isinstance(config, Stack) else Stack.load(config)
+    with _before_accel(pipe):
+        _, denoiser = find_denoiser(pipe)
+        steps = stack.steps or getattr(pipe, "accel_defaults", {}).get("num_inference_steps")
+    stack.check_model(denoiser)
+    if stack.cache is not None and stack.cache.interval is not None and steps is None:
+        raise ValueError("this stack's uniform cache is laid over its steps: give the stack a step count")
+    defaults = stack.call_defaults()
+    kw = stack.apply_kwargs(pipe, steps, defaults.get("guidance_scale"))
+    return kw.get("cache"), kw.get("guidance"), kw.get("solver"), defaults
 
 
 def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:

@@ -62,6 +62,27 @@ def cmd_info(a) -> None:
         print(f"  {name:12s} {'ready' if is_available(name) else 'weights missing'}  {desc}")
 
 
+def _stack_of(a):
+    """The ``Stack`` of ``--config`` (None without it); refused with the parts it replaces, or when it does not load."""
+    if a.config is None:
+        return None
+    given = [f"--{n.replace('_', '-')}" for n in ("cache", "solver", "guidance_method") if getattr(a, n)]
+    if given:
+        raise InputError(f"--config is the whole stack: leave out {', '.join(given)}")
+    from .stack import Stack
+
+    try:
+        return Stack.load(a.config)
+    except (ValueError, FileNotFoundError) as e:
+        raise InputError(str(e)) from None
+
+
+def load_denoiser(pipe):
+    from .pipelines.families import find_denoiser
+
+    return find_denoiser(pipe)[1]
+
+
 def cmd_generate(a) -> None:
     import torch
 
@@ -71,10 +92,13 @@ def cmd_generate(a) -> None:
 
     check_call_args(a)
     parallel = parse_parallel(a)
+    stack = _stack_of(a)
     pipe = load_from_args(a)
     rank = enable_parallel(pipe, parallel)  # before accel.apply: accel's hooks sit outside diffusers' split
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty() or rank > 0)
     defaults = getattr(pipe, "accel_defaults", {})  # a one-step pipeline's defaults fix steps and guidance
+    if stack is not None:  # then the stack's steps and guidance scale, unless given on the command line
+        defaults = {**defaults, **stack.call_defaults()}
     steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
     guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
     prompts = a.prompt or (["a photo of a sneaker"] if not is_class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
@@ -82,6 +106,12 @@ def cmd_generate(a) -> None:
         call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width)
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size
         raise InputError(str(e)) from None
+    if stack is not None:
+        try:
+            stack.check_model(load_denoiser(pipe))
+            accel.apply(pipe, **stack.apply_kwargs(pipe, steps, call.get("guidance_scale")))
+        except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:
+            raise InputError(f"--config {a.config}: {e}") from None
     try:
         cache = parse_cache(a.cache, pipe, steps)
     except (ValueError, KeyError) as e:  # a schedule for another model, a broken file, uniform:0
@@ -94,7 +124,8 @@ def cmd_generate(a) -> None:
         if method is not None and a.guidance is None:
             call.update(call_kwargs(pipe, prompts, steps, call_scale(method), a.height, a.width))
         solver = with_guidance(a.solver, call.get("guidance_scale", guidance)) if a.solver else None
-        accel.apply(pipe, cache=cache, solver=solver, guidance=method)
+        if stack is None:
+            accel.apply(pipe, cache=cache, solver=solver, guidance=method)
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:  # a file for another model, ...
         raise InputError(str(e)) from None
     out = Path(a.out)
@@ -135,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "onestep:PRESET")
     s.add_argument("--guidance-method", help="apg:W[:ETA:MOMENTUM:R] or facfg:W_LOW:W_HIGH[:CUTOFF] (sets the call's "
                                              "guidance scale unless --guidance is given)")
+    s.add_argument("--config", help="a stack config file (solver, steps, cache, guidance; accel.stack.Stack) in "
+                                    "place of --cache / --solver / --guidance-method")
     s.add_argument("--out", default="outputs/generate")
     add_call_args(s)
     add_device_args(s)

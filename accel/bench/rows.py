@@ -5,6 +5,7 @@ registered ``RowKind`` so new methods add rows without touching the driver.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -389,35 +390,38 @@ def _onestep(spec: str, arg: str) -> Row:
 @row_kind("stack")
 def _stack(spec: str, arg: str) -> Row:
     """Solver, cache and guidance together: ``stack:PART+PART...`` with parts ``solver:NFE:NAME``,
-    ``uniform:K`` or ``schedule:FILE``, and ``apg:W[...]`` or ``facfg:WL:WH[:CUT]`` (one of each kind at most),
-    e.g. ``stack:solver:8:dc+uniform:2+apg:4.5``; the cache is laid over the solver's step count."""
-    parts = [p for p in arg.split("+") if p]
-    kinds = [p.partition(":")[0] for p in parts]
-    if not parts or any(k not in ("solver", "uniform", "schedule", "apg", "facfg") for k in kinds) \
-            or kinds.count("uniform") + kinds.count("schedule") > 1 or kinds.count("apg") + kinds.count("facfg") > 1 \
-            or kinds.count("solver") > 1:
-        raise ValueError(f"bench method {spec!r}: write stack:solver:NFE:NAME+uniform:K+apg:W (one of each at most)")
-    subrows = {k: make_row(p) for k, p in zip(kinds, parts)}
-    call: dict = {}
-    for r in subrows.values():
-        call.update(r.call_kwargs)
+    ``uniform:K[:REUSE]`` or ``schedule:FILE``, and ``apg:W[...]`` or ``facfg:WL:WH[:CUT]`` (one of each kind at
+    most), e.g. ``stack:solver:8:dpm+++uniform:2+apg:4.5``; the shorthand of an ``accel.stack.Stack``, whose
+    cache is laid over the solver's step count."""
+    from ..stack import PART_KINDS, Stack
 
+    try:
+        stack = Stack.from_shorthand(arg)
+    except ValueError as e:
+        raise ValueError(f"bench method {spec!r}: {e}") from None
+    parts = [p for p in re.split(r"\+(?=(?:%s):)" % "|".join(PART_KINDS), arg) if p]
+    subrows = [make_row(p) for p in parts]  # their labels and configs (and a missing schedule file's error)
+    return _stack_row(spec, stack, "stack: " + " + ".join(r.label for r in subrows),
+                      {"kind": "stack", "parts": [r.config for r in subrows]})
+
+
+@row_kind("config")
+def _config(spec: str, arg: str) -> Row:
+    """A stack config file (``accel.stack.Stack``, e.g. written by ``accel tune``): ``config:FILE``."""
+    from ..stack import Stack
+
+    stack = Stack.load(arg)
+    return _stack_row(spec, stack, f"accel config {Path(arg).name}", {"kind": "config", "path": arg,
+                                                                       "stack": stack.to_dict()})
+
+
+def _stack_row(spec: str, stack, label: str, config: dict) -> Row:
     def attach(pipe, cfg):
-        steps = call.get("num_inference_steps", cfg.steps)
-        kw: dict = {}
-        if "solver" in subrows:
-            kw["solver"] = with_guidance(subrows["solver"].config["solver"], cfg.guidance)
-        if "uniform" in subrows:
-            u = subrows["uniform"].config
-            kw["cache"] = accel.CacheSchedule.uniform(pipe, steps, u["interval"], reuse=u["reuse"])
-        if "schedule" in subrows:
-            kw["cache"] = subrows["schedule"].config["path"]
-        for g in ("apg", "facfg"):
-            if g in subrows:
-                kw["guidance"] = subrows[g].config["method"]
-        accel.apply(pipe, **kw)
+        from ..pipelines.families import find_denoiser
 
-    label = " + ".join(r.label for r in subrows.values())
-    return Row(spec, f"stack: {label}", attach, accel.remove, call_kwargs=call,
-               config={"kind": "stack", "parts": [r.config for r in subrows.values()]},
-               latency_stand_in=_dc_stand_in(spec))
+        stack.check_model(find_denoiser(pipe)[1])
+        accel.apply(pipe, **stack.apply_kwargs(pipe, stack.steps or cfg.steps, cfg.guidance))
+
+    shorthand = "stack:" + stack.shorthand() if stack.steps or stack.solver is None else spec
+    return Row(spec, label, attach, accel.remove, call_kwargs=stack.call_defaults(), config=config,
+               latency_stand_in=_dc_stand_in(shorthand))
