@@ -14,10 +14,17 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=64, help="prompts per pipeline call; ems: samples per chunk (memory), "
                                                         "the statistics use them all")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup", type=int, default=0, help="uniform, bac: first steps that always compute")
-    p.add_argument("--reuse", default="hold", choices=("hold", "taylor"),
+    p.add_argument("--warmup", type=int, default=None, help="uniform, bac: first steps that always compute "
+                                                            "(default 0; bac: a tenth of --steps, see --paper)")
+    p.add_argument("--reuse", default=None, choices=("hold", "taylor"),
                    help="uniform, bac, ecad: what reused outputs return: hold (as computed, the papers) or taylor "
-                        "(forecast from the last two updates, and bac plans the updates for it; an accel option)")
+                        "(forecast from the last two updates, and bac plans the updates for it; an accel option). "
+                        "Default hold; bac: taylor, see --paper")
+
+
+def warmup_reuse(a: argparse.Namespace, best: tuple[int, str] = (0, "hold")) -> tuple[int, str]:
+    """``--warmup`` / ``--reuse`` as given, else the method's ``best`` measured defaults."""
+    return (a.warmup if a.warmup is not None else best[0]), (a.reuse if a.reuse is not None else best[1])
 
 
 def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list[str]:

@@ -502,7 +502,7 @@ def _cli_run(a) -> None:
 
 
     from .bac import prompt_batches
-    from .cli_common import read_prompts, size_args
+    from .cli_common import read_prompts, size_args, warmup_reuse
 
     try:
         import pymoo  # noqa: F401
@@ -521,7 +521,7 @@ def _cli_run(a) -> None:
         cfg = ECADConfig(steps=a.steps, guidance=a.guidance, pop_size=a.pop_size, generations=a.generations,
                          crossover_prob=a.crossover_prob, mutation_prob=a.mutation_prob, seed=a.seed, quality=quality,
                          seed_schedules=tuple(a.seed_schedule), solver=a.solver, guidance_method=a.guidance_method,
-                         reuse=a.reuse, cost=a.cost, max_cost=a.max_cost, granularity=a.granularity)
+                         reuse=warmup_reuse(a)[1], cost=a.cost, max_cost=a.max_cost, granularity=a.granularity)
         cfg.apply_kwargs()  # a bad guidance spec fails here, before any work
         res = run_ecad(pipe, prompt_batches(prompts, a.batch, pipe, cfg.call_guidance()), a.out, cfg,
                        call_kwargs=size or None)

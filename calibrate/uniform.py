@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_common import warmup_reuse
 from .registry import CalibrationMethod, register
 
 
@@ -25,9 +26,9 @@ def _run(a: argparse.Namespace) -> None:
     pipe = load_from_args(a)
     try:
         if steps is not None:
-            sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=a.reuse)
+            sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=warmup_reuse(a)[1])
         else:
-            sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=a.warmup, reuse=a.reuse)
+            sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=warmup_reuse(a)[0], reuse=warmup_reuse(a)[1])
     except ValueError as e:
         raise InputError(str(e)) from None
     path = sched.save(a.out)

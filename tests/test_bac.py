@@ -264,3 +264,22 @@ def test_check_records_the_schedules_fidelity_on_the_calibration_calls():
         accel.remove(pipe)
     assert f["psnr"] == pytest.approx(psnr(out[1], out[0]), rel=1e-6) and f["ssim"] == pytest.approx(ssim(out[1], out[0]))
     assert f["fd_plain"] >= 0 and f["psnr"] < float("inf")
+
+
+def test_the_cli_defaults_are_the_best_measured_setting_and_the_paper_is_available(tmp_path, capsys):
+    """No options: forecast reuse and a warm-up of a tenth of the steps; --paper: held outputs, no warm-up."""
+    import json
+
+    from accel.cli import main
+
+    base = ["calibrate", "--method", "bac", "--pipeline", "pixart-eps", "--steps", "10", "--num-prompts", "2",
+            "--batch", "2", "--macs-fraction", "0.6", "--no-check"]
+    assert main(base + ["--out", str(tmp_path / "best.json")]) == 0
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["reuse"] == "taylor" and best["metadata"]["warmup"] == 1
+    assert "forecast reuse, warm-up 1" in capsys.readouterr().out
+    assert main(base + ["--paper", "--out", str(tmp_path / "paper.json")]) == 0
+    paper = json.loads((tmp_path / "paper.json").read_text())
+    assert paper["reuse"] == "hold" and paper["metadata"]["warmup"] == 0
+    assert main(base + ["--paper", "--reuse", "taylor", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--paper is held reuse" in capsys.readouterr().err
