@@ -254,9 +254,7 @@ def _expand_stack(pipe, config) -> tuple:
 
     stack = config if isinstance(config, Stack) else Stack.load(config)
     with _before_accel(pipe):
-        _, denoiser = find_denoiser(pipe)
         steps = stack.steps or getattr(pipe, "accel_defaults", {}).get("num_inference_steps")
-    stack.check_model(denoiser)
     if stack.cache is not None and stack.cache.interval is not None and steps is None:
         raise ValueError("this stack's uniform cache is laid over its steps: give the stack a step count")
     defaults = stack.call_defaults()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 def _run(a) -> None:
     from .bench import BenchConfig, run_bench
+    from .bench.driver import check_context_parallel_rows
     from .bench.page import command_line
     from .bench.rows import make_row
     from .cli_args import check_call_args, parse_parallel, uneven_split
@@ -15,17 +16,18 @@ def _run(a) -> None:
     check_call_args(a)
     parallel = parse_parallel(a)
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    rows = []
     for m in methods:  # fail before loading anything
         try:
-            row = make_row(m)
+            rows.append(make_row(m))
         except (ValueError, FileNotFoundError) as e:
             msg = str(e)
             raise InputError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
-        if parallel is not None and row.per_rank_decisions:
-            raise InputError(f"bench method {m!r} decides from the values it sees, and under --context-parallel each "
-                             "rank sees its own shard (the ranks could disagree): leave it out")
-    if parallel is not None and a.full_size:
-        raise InputError("--full-size times a one-process model: leave it out under --context-parallel")
+    if parallel is not None:
+        try:
+            check_context_parallel_rows(rows, a.full_size)
+        except ValueError as e:
+            raise InputError(str(e)) from None
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
     if a.clip and not (Path(a.clip) / "config.json").exists():
         raise InputError(f"--clip {a.clip!r}: no CLIP model folder (config.json missing)")

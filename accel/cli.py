@@ -77,12 +77,6 @@ def _stack_of(a):
         raise InputError(str(e)) from None
 
 
-def load_denoiser(pipe):
-    from .pipelines.families import find_denoiser
-
-    return find_denoiser(pipe)[1]
-
-
 def cmd_generate(a) -> None:
     import torch
 
@@ -108,7 +102,6 @@ def cmd_generate(a) -> None:
         raise InputError(str(e)) from None
     if stack is not None:
         try:
-            stack.check_model(load_denoiser(pipe))
             accel.apply(pipe, **stack.apply_kwargs(pipe, steps, call.get("guidance_scale")))
         except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:
             raise InputError(f"--config {a.config}: {e}") from None

@@ -45,24 +45,21 @@ def parse_parallel(a: argparse.Namespace):
     text = getattr(a, "context_parallel", None)
     if text is None:
         return None
-    from .parallel import ContextParallel
+    from .parallel import ContextParallel, check_launch
 
     try:
         spec = ContextParallel.parse(text)
     except ValueError as e:
         raise InputError(f"--context-parallel: {e}") from None
-    import os
-
     import torch
 
     if torch.cuda.is_available() and getattr(a, "device", "auto") != "auto":
         raise InputError(f"--device {a.device} under --context-parallel: leave --device auto, each process takes "
                          "its own GPU (LOCAL_RANK)")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != spec.degree:
-        raise InputError(f"--context-parallel {spec} runs on {spec.degree} processes and this is {world}: launch "
-                         f"with torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
-                         f"{spec.degree})")
+    try:
+        check_launch(spec)
+    except ValueError as e:
+        raise InputError(f"--context-parallel {spec}: {e}") from None
     return spec
 
 

@@ -76,11 +76,8 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     from .pipelines.families import find_denoiser
 
     # every check before anything changes (the process group, the model)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not torch.distributed.is_initialized() and world < 2:
-        raise ValueError(f"context parallelism {spec} needs {spec.degree} processes: launch with "
-                         f"torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
-                         f"{spec.degree})")
+    if not torch.distributed.is_initialized():
+        check_launch(spec)
     _, den = find_denoiser(pipe)
     if getattr(den, "_parallel_config", None) is not None:
         raise ValueError(f"parallelism is already enabled on this {type(den).__name__}")
@@ -116,6 +113,15 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     except (ValueError, RuntimeError, NotImplementedError, AssertionError) as e:
         den._parallel_config = None  # diffusers records the config before some of its checks
         raise ValueError(f"diffusers' enable_parallelism({spec}) refused this model: {e}") from None
+
+
+def check_launch(spec: ContextParallel) -> None:
+    """``ValueError`` unless this process was launched as one of ``spec.degree`` (``WORLD_SIZE``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != spec.degree:
+        raise ValueError(f"context parallelism {spec} runs on {spec.degree} processes and this is {world}: launch "
+                         f"with torchrun --nproc_per_node {spec.degree} (or accelerate launch --num_processes "
+                         f"{spec.degree})")
 
 
 def _attention_backends(denoiser: torch.nn.Module) -> set[str]:

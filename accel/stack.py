@@ -94,6 +94,12 @@ class CacheSpec:
         return CacheSchedule.uniform(pipe, steps, self.interval, reuse=self.reuse)
 
 
+def split_shorthand(text: str) -> list[str]:
+    """The parts of a stack shorthand: split at a ``+`` that starts a part (``solver:``, ``uniform:``, ...), so a
+    ``+`` inside a part (``dpm++``) stays in it."""
+    return [p for p in re.split(r"\+(?=(?:%s):)" % "|".join(PART_KINDS), text) if p]
+
+
 def _guidance_from_dict(d: dict) -> Guidance:
     d = dict(d)
     method = d.pop("method", None)
@@ -129,7 +135,11 @@ class Stack:
 
     # -- what accel.apply and a call take ----------------------------------------------------------
     def apply_kwargs(self, pipe, call_steps: int, call_guidance: float | None = None) -> dict:
-        """``accel.apply`` arguments for ``pipe`` at ``call_steps`` (the stack's own steps win when set)."""
+        """``accel.apply`` arguments for ``pipe`` at ``call_steps`` (the stack's own steps win when set); a
+        ``ValueError`` when the stack was made for another model (``check_model``)."""
+        from .pipelines.families import find_denoiser
+
+        self.check_model(find_denoiser(pipe)[1])
         kw: dict = {}
         if self.solver is not None:
             kw["solver"] = self.solver.name_for(call_guidance)
@@ -185,7 +195,7 @@ class Stack:
         (``solver:``, ``uniform:``, ``schedule:``, ``apg:``, ``facfg:``), so ``dpm++`` stays whole."""
         from .guidance.spec import guidance_from_spec
 
-        parts = [p for p in re.split(r"\+(?=(?:%s):)" % "|".join(PART_KINDS), text) if p]
+        parts = split_shorthand(text)
         kinds = [p.partition(":")[0] for p in parts]
         usage = "write solver:NFE:NAME+uniform:K[:REUSE]+apg:W (one of each at most)"
         if not parts or any(k not in PART_KINDS for k in kinds) or kinds.count("solver") > 1 \

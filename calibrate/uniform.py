@@ -24,11 +24,12 @@ def _run(a: argparse.Namespace) -> None:
     except ValueError:
         raise InputError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
     pipe = load_from_args(a)
+    warmup, reuse = warmup_reuse(a)
     try:
         if steps is not None:
-            sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=warmup_reuse(a)[1])
+            sched = accel.CacheSchedule.at_steps(pipe, a.steps, steps, reuse=reuse)
         else:
-            sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=warmup_reuse(a)[0], reuse=warmup_reuse(a)[1])
+            sched = accel.CacheSchedule.uniform(pipe, a.steps, a.interval, warmup=warmup, reuse=reuse)
     except ValueError as e:
         raise InputError(str(e)) from None
     path = sched.save(a.out)

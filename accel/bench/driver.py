@@ -5,6 +5,7 @@ It only drives pipelines and metrics; all method logic lives in the rows (``rows
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 from contextlib import contextmanager
@@ -125,6 +126,17 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
     return torch.cat([p[1] for p in parts]), [p[2] for p in parts], [p[3] for p in parts]
 
 
+def check_context_parallel_rows(rows: list[Row], full_size: bool) -> None:
+    """``ValueError`` for what a context-parallel run cannot bench: rows that decide from the values they see
+    (``Row.per_rank_decisions``: each rank would decide on its own shard) and the one-process full-size section."""
+    if full_size:
+        raise ValueError("--full-size times a one-process model: leave it out under --context-parallel")
+    for row in rows:
+        if row.per_rank_decisions:
+            raise ValueError(f"bench method {row.name!r} decides from the values it sees, and under context "
+                             "parallelism each rank sees its own shard (the ranks could disagree): leave it out")
+
+
 def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> tuple[int, int, dict]:
     """Time the plain pipeline in one process per rank (each as alone on its own accelerator), then turn on
     diffusers' context parallelism ``cfg.context_parallel``; returns (rank, world, the one-process timing).
@@ -133,16 +145,8 @@ def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: l
     would decide on its own shard."""
     from ..parallel import ContextParallel, enable_context_parallel
 
-    if cfg.full_size:
-        raise ValueError("--full-size times a one-process model: leave it out under --context-parallel")
+    check_context_parallel_rows(rows, cfg.full_size)
     spec = ContextParallel.parse(cfg.context_parallel)
-    for row in rows:
-        if row.per_rank_decisions:
-            raise ValueError(f"bench method {row.name!r} decides from the values it sees, and under context "
-                             "parallelism each rank sees its own shard (the ranks could disagree): leave it out")
-    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
-    if pipe.device.type == "cpu" and world > 1:
-        torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the processes share the CPU
     plain = make_row("plain")
     e2e, dn = [], []
     with _timing(pipe) as timer:
@@ -199,6 +203,11 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     else:
         prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
     condition(pipe, prompts[:1] + prompts[-1:])  # a prompt a class-conditional pipeline lacks: refused before any row
+    dist = torch.distributed
+    launched = dist.get_world_size() if dist.is_available() and dist.is_initialized() else \
+        int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // launched))  # the processes share the machine
     cp, single = cfg.context_parallel, None
     if cp is not None:
         rank, world, single = _enable_context_parallel(pipe, rows, cfg, prompts[: cfg.batch])
@@ -206,8 +215,6 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     else:
         rank, world = rank_world()
         spread_rank, spread_world = rank, world
-        if world > 1:
-            torch.set_num_threads(max(1, torch.get_num_threads() // world))
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, all_images = [], {}

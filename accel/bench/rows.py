@@ -5,7 +5,6 @@ registered ``RowKind`` so new methods add rows without touching the driver.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -95,7 +94,7 @@ def _schedule(spec: str, arg: str) -> Row:
 
 
 def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], None], names: tuple[str, ...],
-                   config: dict) -> Row:
+                   config: dict, per_rank_decisions: bool = False) -> Row:
     """A diffusers cache hook. PixArt/DiT pipelines set no cache context and the hooks keep state across
     calls, so the bench sets a context and resets the hooks before every call (as a user must)."""
     from diffusers.hooks import HookRegistry
@@ -119,7 +118,7 @@ def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], N
             reg.remove_hook(n, recurse=True)
         reg.invalidate_child_registries_cache()
 
-    return Row(spec, label, attach, detach, before, peer=True, config=config)
+    return Row(spec, label, attach, detach, before, peer=True, config=config, per_rank_decisions=per_rank_decisions)
 
 
 @row_kind("fbcache")
@@ -130,11 +129,9 @@ def _fbcache(spec: str, arg: str) -> Row:
 
     thr = float(arg or 0.05)
     names = (fbc._FBC_LEADER_BLOCK_HOOK, fbc._FBC_BLOCK_HOOK)
-    row = _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
-                         lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
-                         {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr})
-    row.per_rank_decisions = True
-    return row
+    return _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
+                          lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
+                          {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr}, per_rank_decisions=True)
 
 
 @row_kind("taylorseer")
@@ -211,11 +208,11 @@ def _magcache(spec: str, arg: str) -> Row:
         apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
                                                          mag_ratios=memo[id(pipe)]))
 
-    row = _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
-                         {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
-                          "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"})
-    row.per_rank_decisions = True  # its ratios are calibrated from the magnitudes each rank sees
-    return row
+    # its ratios are calibrated from the magnitudes each rank sees
+    return _peer_hook_row(spec, f"diffusers MagCache {thr}", apply, names,
+                          {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
+                           "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"},
+                          per_rank_decisions=True)
 
 
 @row_kind("dbcache")
@@ -393,14 +390,13 @@ def _stack(spec: str, arg: str) -> Row:
     ``uniform:K[:REUSE]`` or ``schedule:FILE``, and ``apg:W[...]`` or ``facfg:WL:WH[:CUT]`` (one of each kind at
     most), e.g. ``stack:solver:8:dpm+++uniform:2+apg:4.5``; the shorthand of an ``accel.stack.Stack``, whose
     cache is laid over the solver's step count."""
-    from ..stack import PART_KINDS, Stack
+    from ..stack import Stack, split_shorthand
 
     try:
         stack = Stack.from_shorthand(arg)
     except ValueError as e:
         raise ValueError(f"bench method {spec!r}: {e}") from None
-    parts = [p for p in re.split(r"\+(?=(?:%s):)" % "|".join(PART_KINDS), arg) if p]
-    subrows = [make_row(p) for p in parts]  # their labels and configs (and a missing schedule file's error)
+    subrows = [make_row(p) for p in split_shorthand(arg)]  # their labels and configs (and a missing schedule file's error)
     return _stack_row(spec, stack, "stack: " + " + ".join(r.label for r in subrows),
                       {"kind": "stack", "parts": [r.config for r in subrows]})
 
@@ -417,9 +413,6 @@ def _config(spec: str, arg: str) -> Row:
 
 def _stack_row(spec: str, stack, label: str, config: dict) -> Row:
     def attach(pipe, cfg):
-        from ..pipelines.families import find_denoiser
-
-        stack.check_model(find_denoiser(pipe)[1])
         accel.apply(pipe, **stack.apply_kwargs(pipe, stack.steps or cfg.steps, cfg.guidance))
 
     shorthand = "stack:" + stack.shorthand() if stack.steps or stack.solver is None else spec
