@@ -217,6 +217,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         attention = "auto"  # token refresh recomputes attention rows through accel's processor
     handle.attention = attention
     state.call_listeners.append(lambda: _under_context_parallel(handle))
+    if getattr(new_scheduler, "learned_steps", None) is not None:
+        state.call_listeners.append(_step_guidance_check(new_scheduler.learned_steps))
     if not one_step:  # a one-step pipeline gets no hooks at all: nothing to reuse, nothing to slow down
         for i, r in enumerate(refs):
             handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
@@ -393,6 +395,23 @@ def _under_context_parallel(handle: AccelHandle) -> None:
     policy = handle.state.policy
     check_composes(handle.denoiser, policy is not None and policy.keeps_inputs, handle.attention, STEP_HOOK)
     _macs_of_last_inputs(handle)
+
+
+def _step_guidance_check(steps) -> Callable[[], None]:
+    """A call listener warning (once per scale) when a call's CFG scale is not the one its learned steps were
+    learned at."""
+    from .cache.state import calling_argument
+    from .solvers.learned_steps import warn_guidance
+
+    seen: set = set()
+
+    def check() -> None:
+        g = calling_argument("guidance_scale")
+        if g is not None and g not in seen:
+            seen.add(g)
+            warn_guidance(steps, g)
+
+    return check
 
 
 def _shape_key(args: tuple, kwargs: dict) -> tuple:

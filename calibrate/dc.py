@@ -223,7 +223,8 @@ def calibrate_dc(pipe, prompts: list[str], nfes: list[int], guidances: list[floa
 
 
 def _cli_args(p) -> None:
-    p.add_argument("--nfe", default="5,6,8,10", help="comma-separated step counts to search")
+    p.add_argument("--nfe", help="dc: comma-separated step counts to search (default 5,6,8,10); steps: the one NFE "
+                                 "to learn")
     p.add_argument("--guidances", default="2,4.5,7.5", help="comma-separated CFG scales to search")
     p.add_argument("--num-datapoints", type=int, default=10, help="calibration prompts/noises (the paper: 10)")
     p.add_argument("--gt-steps", type=int, default=200, help="steps of the ground-truth solve")
@@ -241,7 +242,7 @@ def _cli_run(a) -> None:
     from .cli_common import read_prompts, size_args
 
     try:
-        nfes = [int(v) for v in a.nfe.split(",")]
+        nfes = [int(v) for v in (a.nfe or "5,6,8,10").split(",")]
         gs = [float(v) for v in a.guidances.split(",")]
     except ValueError:
         raise InputError(f"--nfe {a.nfe} / --guidances {a.guidances}: comma-separated numbers expected") from None

@@ -482,8 +482,9 @@ def _cli_args(p) -> None:
                         "uncached; prompts must name a reference class); a term W*name is weighed W, e.g. "
                         "fd_domain+5*alignment")
     p.add_argument("--seed-schedule", action="append", default=[], help="a schedule JSON (e.g. BAC) for the first population")
-    p.add_argument("--solver", help="search the schedule for this solver (a name as in accel.apply(solver=...)); "
-                                    "--steps is then its NFE")
+    p.add_argument("--solver", help="ecad: search the schedule for this solver (a name as in accel.apply(solver=...)); "
+                                    "--steps is then its NFE. steps: the solver whose steps are learned (dpm++, "
+                                    "unipc (default), v3, dc; with its file, e.g. v3:ems.safetensors)")
     p.add_argument("--guidance-method", help="search it under this guidance: apg:W[:ETA:MOMENTUM:R] or facfg:WL:WH[:CUT]")
     p.add_argument("--cost", default="macs", choices=("macs", "latency"),
                    help="second objective: MACs (the paper) or the denoising time predicted by a latency model timed "

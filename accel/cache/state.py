@@ -281,13 +281,22 @@ class RunState:
 def calling_pipeline():
     """The innermost diffusers pipeline whose ``__call__`` is on the stack (None when there is none): read once
     per pipeline call, to tell this pipeline's calls from those of another pipeline sharing its modules."""
+    frame = _pipeline_call_frame()
+    return frame.f_locals.get("self") if frame is not None else None
+
+
+def calling_argument(name: str, default: Any = None) -> Any:
+    """The argument ``name`` of the innermost running pipeline call (e.g. its ``guidance_scale``), else ``default``."""
+    frame = _pipeline_call_frame()
+    return frame.f_locals.get(name, default) if frame is not None else default
+
+
+def _pipeline_call_frame():
     from diffusers import DiffusionPipeline
 
-    f = sys._getframe(1)
+    f = sys._getframe(2)
     while f is not None:
-        if f.f_code.co_name == "__call__":
-            obj = f.f_locals.get("self")
-            if isinstance(obj, DiffusionPipeline):
-                return obj
+        if f.f_code.co_name == "__call__" and isinstance(f.f_locals.get("self"), DiffusionPipeline):
+            return f
         f = f.f_back
     return None

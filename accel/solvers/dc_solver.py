@@ -97,6 +97,7 @@ class DCSolverScheduler(PipelineTimesteps, UniPCMultistepScheduler):
         from .provenance import check_made_for
 
         check_made_for(denoiser, self.dc_file or {}, f"the DC ratio file {self.config.dc_path}", "dc")
+        super().check_model(denoiser)
 
     def _file_ratios(self, n: int) -> list[float]:
         """Searched ratios when the file has this (NFE, guidance), else its CPR prediction."""

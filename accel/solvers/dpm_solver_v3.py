@@ -172,6 +172,8 @@ class DPMSolverV3Scheduler(PipelineTimesteps, DPMSolverMultistepScheduler):
         >>> pipe.scheduler = DPMSolverV3Scheduler.from_config(pipe.scheduler.config, ems_path="ems.safetensors")  # doctest: +SKIP
     """
 
+    points_differentiable = False  # the integrals are computed from numbers: no gradient in the step placement
+
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
                  beta_schedule: str = "linear", trained_betas=None, solver_order: int = 2,
@@ -216,6 +218,7 @@ class DPMSolverV3Scheduler(PipelineTimesteps, DPMSolverMultistepScheduler):
         from .provenance import check_made_for
 
         check_made_for(denoiser, self.ems_stamp, f"the EMS file {self.config.ems_path}", "ems")
+        super().check_model(denoiser)
 
     def _on_timesteps(self, device) -> None:
         self._hist: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []  # (point index, x, f, order used)

@@ -5,6 +5,8 @@ Names: ``dpm++`` (DPM-Solver++ 2M, diffusers), ``unipc`` (UniPC bh2, diffusers),
 (DC-Solver with ratios from ``accel calibrate --method dc``, for calls at that CFG scale); on the
 reference pipelines the files default to the ones shipped with accel,
 ``onestep:PRESET`` (scheduler, steps, timesteps and guidance of a known one-step checkpoint, ``accel.solvers.presets``).
+Any of ``dpm++``, ``unipc``, ``v3``, ``dc`` takes learned steps: ``NAME:steps=FILE`` (a step file from
+``accel calibrate --method steps``, ``accel.solvers.learned_steps``), e.g. ``unipc:steps=steps.json``.
 Every scheduler is configured from the pipeline's own noise schedule (``NoiseSchedule.of``): VP from
 its ``alphas_cumprod`` config with its prediction type (epsilon, v), flow matching with the pipeline's
 own scheduler deciding the timesteps (its shift, dynamic shifting with the ``mu`` the pipeline passes,
@@ -34,21 +36,41 @@ def solver_names() -> list[str]:
 def with_guidance(name: str, guidance: float) -> str:
     """``"dc"`` / ``"dc:FILE"`` -> the same name serving calls at ``guidance`` (DC ratios depend on it); names that
     already end in a guidance, and other solvers, are returned as they are."""
-    if name.split(":")[0] != "dc":
+    base, steps = split_steps(name)
+    if base.split(":")[0] != "dc":
         return name
     try:
-        float(name.rsplit(":", 1)[-1])
+        float(base.rsplit(":", 1)[-1])
         return name
     except ValueError:
-        return f"{name}:{guidance}"
+        return f"{base}:{guidance}" + (f":steps={steps}" if steps else "")
+
+
+def split_steps(name: str) -> tuple[str, str | None]:
+    """``"unipc:steps=FILE"`` -> ``("unipc", "FILE")``: a solver name without its learned step file, and the file."""
+    parts = name.split(":")
+    files = [p[len("steps="):] for p in parts if p.startswith("steps=")]
+    if len(files) > 1 or any(not f for f in files):
+        raise ValueError(f"solver {name!r}: give one learned step file, as 'NAME:steps=FILE'")
+    return ":".join(p for p in parts if not p.startswith("steps=")), (files[0] if files else None)
 
 
 def solver_from_name(pipe, name: str):
     """A scheduler instance for ``name`` on ``pipe`` (see the module docstring for the names)."""
-    kind, _, arg = name.partition(":")
+    base, steps = split_steps(name)
+    kind, _, arg = base.partition(":")
     if kind not in _NAMED:
         raise ValueError(f"unknown solver {name!r}; known: {', '.join(solver_names())}")
-    return _NAMED[kind](pipe, arg)
+    sched = _NAMED[kind](pipe, arg)
+    if steps is not None:
+        from .learned_steps import StepFile, check_steps_for
+        from .noise_schedule import PipelineTimesteps
+
+        if not isinstance(sched, PipelineTimesteps):
+            raise ValueError(f"solver {kind!r} does not take learned steps (dpm++, unipc, v3 and dc do)")
+        sched.learned_steps = StepFile.load(steps)
+        check_steps_for(sched.learned_steps, sched, kind)
+    return sched
 
 
 def build_solver(cls, pipe, **overrides):

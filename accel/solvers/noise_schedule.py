@@ -128,10 +128,40 @@ class PipelineTimesteps:
     """
 
     timestep_source: Any = None
+    learned_steps: Any = None  # an accel.solvers.learned_steps.StepFile: its points replace the default steps
+    points_differentiable = True  # use_points carries the gradient of the points through the step coefficients
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
                       sigmas: list[float] | None = None, mu: float | None = None,
                       timesteps: list[float] | None = None):
+        if self.learned_steps is not None:
+            # the file's points replace the steps the pipeline asks for (FLUX passes its own sigmas); n is kept
+            given = sigmas if sigmas is not None else timesteps
+            n = num_inference_steps if num_inference_steps is not None else len(given)
+            self.use_points(torch.tensor(self.learned_steps.points_for(n), dtype=torch.float64), device, mu)
+            return
+        self._set_default(num_inference_steps, device, sigmas, mu, timesteps)
+        self._on_timesteps(device)
+
+    def use_points(self, points: torch.Tensor, device: str | torch.device | None = None,
+                   mu: float | None = None) -> torch.Tensor:
+        """Set this call's steps to evaluate the model at ``points`` (``accel.solvers.learned_steps``) and return
+        the model timesteps. Differentiable: ``self.sigmas`` and the returned timesteps carry the gradient of
+        ``points`` (learning), while ``self.timesteps`` holds their values (the loop's step lookup)."""
+        from .learned_steps import sigmas_at
+
+        n = len(points)
+        self._set_default(n, device, None, mu, None)  # the base's per-call state and its final sigma
+        sig, ts = sigmas_at(self, points, mu)
+        last = self.sigmas[-1:].detach().float()
+        self.sigmas = torch.cat([sig.float().cpu(), last.cpu()])
+        self.timesteps = ts.detach().float().to(device)
+        self.num_inference_steps = n
+        self._on_timesteps(device)
+        return ts
+
+    def _set_default(self, num_inference_steps, device, sigmas, mu, timesteps) -> None:
+        """The solver's own steps for these arguments (the module docstring)."""
         src = self.timestep_source
         base = super().set_timesteps
         if src is None:
@@ -160,7 +190,13 @@ class PipelineTimesteps:
             self.sigmas = torch.cat([sig, last.float()])
             self.timesteps = src.timesteps[:n].to(device=device)  # as the source gives them (float for FlowMatch)
             self.num_inference_steps = n
-        self._on_timesteps(device)
+
+    def check_model(self, denoiser) -> None:
+        """A clear error when the step file was learned on another model (``accel.apply`` calls this)."""
+        if self.learned_steps is not None:
+            from .provenance import check_made_for
+
+            check_made_for(denoiser, self.learned_steps.stamp(), "the step file", "steps")
 
     def _on_timesteps(self, device) -> None:
         """Per-call state derived from ``self.timesteps`` / ``self.sigmas`` (none here)."""
