@@ -32,11 +32,13 @@ Guidance = APG | FrequencyAwareCFG
 @dataclass(frozen=True)
 class SolverSpec:
     """A solver of ``accel.solvers.named``: ``name`` with its statistics ``file`` (v3: EMS, dc: ratios; None: the
-    files shipped for the reference pipelines) and, for DC, the CFG scale its ratios serve (None: the call's)."""
+    files shipped for the reference pipelines), for DC the CFG scale its ratios serve (None: the call's), and
+    ``steps``: a learned step file (``accel calibrate --method steps``) placing its steps."""
 
     name: str
     file: str | None = None
     guidance: float | None = None
+    steps: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SOLVERS:
@@ -48,7 +50,10 @@ class SolverSpec:
 
     @classmethod
     def parse(cls, text: str) -> "SolverSpec":
-        """``dpm++``, ``unipc``, ``v3[:EMS_FILE]``, ``dc[:RATIO_FILE][:GUIDANCE]``."""
+        """``dpm++``, ``unipc``, ``v3[:EMS_FILE]``, ``dc[:RATIO_FILE][:GUIDANCE]``, each optionally ``:steps=FILE``."""
+        from .solvers.named import split_steps
+
+        text, steps = split_steps(text)
         name, _, rest = text.partition(":")
         parts = rest.split(":") if rest else []
         guidance = None
@@ -58,13 +63,14 @@ class SolverSpec:
                 parts = parts[:-1]
             except ValueError:
                 pass
-        return cls(name, ":".join(parts) or None, guidance)
+        return cls(name, ":".join(parts) or None, guidance, steps)
 
     def name_for(self, call_guidance: float | None = None) -> str:
         """The solver name ``accel.apply`` takes; DC without its own scale serves ``call_guidance``."""
         text = self.name + (f":{self.file}" if self.file else "")
         g = self.guidance if self.guidance is not None else call_guidance
-        return text + (f":{g}" if self.name == "dc" and g is not None else "")
+        text += f":{g}" if self.name == "dc" and g is not None else ""
+        return text + (f":steps={self.steps}" if self.steps else "")
 
 
 @dataclass(frozen=True)

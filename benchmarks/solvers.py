@@ -2,17 +2,22 @@
 
 For each reference pipeline and NFE: MSE of the final latent to the 200-step solve of the
 pipeline's own scheduler from the same noise, plus fd_domain and alignment of the decoded images,
-for DPM-Solver++ (2M), UniPC (bh2), DPM-Solver-v3 and DC-Solver. The statistics and ratio files
-come from ``accel calibrate --method ems`` / ``--method dc`` (calibration prompts, disjoint from
-the evaluation prompts).
+for DPM-Solver++ (2M), UniPC (bh2), DPM-Solver-v3 and DC-Solver (or the ``--solvers`` given). The
+statistics and ratio files come from ``accel calibrate --method ems`` / ``--method dc``, learned
+steps (``--learned``, one row each at its own NFE, beside its solver's default steps) from
+``accel calibrate --method steps``, all on calibration prompts, disjoint from the evaluation prompts.
 
     python benchmarks/solvers.py --pipeline pixart-eps --ems ems-eps.safetensors --dc dc-eps.json \
         --num-images 200 --readme README.md
+    python benchmarks/solvers.py --pipeline pixart-eps --solvers unipc --nfe 4,5 \
+        --learned steps-unipc-4.json,steps-unipc-5.json --readme docs/results/learned-steps.md
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +29,9 @@ import accel
 from accel import metrics
 from accel.pipelines import load_reference
 from accel.pipelines.data import eval_prompts
+from accel.solvers.learned_steps import StepFile
+
+LABELS = {"dpm++": "DPM-Solver++ (2M)", "unipc": "UniPC (bh2)", "v3": "DPM-Solver-v3", "dc": "DC-Solver"}
 
 
 def latents(pipe, prompts: list[str], steps: int, guidance: float, seed: int, batch: int) -> torch.Tensor:
@@ -47,8 +55,11 @@ def decode(pipe, lat: torch.Tensor, batch: int = 100) -> torch.Tensor:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="pixart-eps")
-    p.add_argument("--ems", required=True, help="EMS file for DPM-Solver-v3")
-    p.add_argument("--dc", required=True, help="DC ratio file")
+    p.add_argument("--ems", help="EMS file for DPM-Solver-v3 (default: the one shipped for the pipeline)")
+    p.add_argument("--dc", help="DC ratio file (default: the one shipped for the pipeline)")
+    p.add_argument("--solvers", default="dpm++,unipc,v3,dc", help="comma-separated solvers at their default steps")
+    p.add_argument("--learned", default="", help="comma-separated step files (accel calibrate --method steps): a row "
+                                                 "for each at its NFE, with its solver's default steps beside it")
     p.add_argument("--nfe", default="5,6,8,10")
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--guidance", type=float, default=4.5)
@@ -61,17 +72,26 @@ def main() -> None:
     pipe = load_reference(a.pipeline)
     pipe.set_progress_bar_config(disable=True)
     prompts, labels = eval_prompts(a.num_images, seed=a.seed)
-    solvers = {"DPM-Solver++ (2M)": "dpm++", "UniPC (bh2)": "unipc", "DPM-Solver-v3": f"v3:{a.ems}",
-               "DC-Solver": f"dc:{a.dc}:{a.guidance}"}
+    files = {"v3": f"v3:{a.ems}" if a.ems else "v3", "dc": f"dc:{a.dc}:{a.guidance}" if a.dc else f"dc:{a.guidance}"}
+    solvers = {LABELS[n]: files.get(n, n) for n in a.solvers.split(",") if n}
     nfes = [int(v) for v in a.nfe.split(",")]
+    learned: dict[int, list[tuple[str, str]]] = {}
+    for path in [v for v in a.learned.split(",") if v]:
+        sf = StepFile.load(path)
+        name = files.get(sf.solver, sf.solver)
+        learned.setdefault(sf.nfe, []).append((f"{LABELS[sf.solver]}, learned steps ({Path(path).name})",
+                                               f"{name}:steps={path}"))
+        if LABELS[sf.solver] not in solvers:
+            solvers[LABELS[sf.solver]] = name
+    nfes = sorted(set(nfes) | set(learned))
     gt = latents(pipe, prompts, a.gt_steps, a.guidance, a.seed, a.batch)
     gt_img = decode(pipe, gt)
     rows = [{"solver": f"{type(pipe.scheduler).__name__} (ground truth)", "nfe": a.gt_steps, "mse": 0.0,
              "median_mse": 0.0,
              "fd_domain": metrics.fd_domain(gt_img), "alignment": metrics.alignment(gt_img, labels)}]
-    bar = tqdm(total=len(nfes) * len(solvers), desc="solvers")
+    bar = tqdm(total=len(nfes) * len(solvers) + sum(map(len, learned.values())), desc="solvers")
     for nfe in nfes:
-        for label, name in solvers.items():
+        for label, name in list(solvers.items()) + learned.get(nfe, []):
             accel.apply(pipe, solver=name)
             try:
                 lat = latents(pipe, prompts, nfe, a.guidance, a.seed, a.batch)
@@ -86,7 +106,9 @@ def main() -> None:
     bar.close()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"pipeline": a.pipeline, "num_images": a.num_images, "rows": rows}, indent=1))
-    md = (f"{a.pipeline}, {a.num_images} images, guidance {a.guidance:g}; MSE of the final latent to the "
+    md = (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}. Date: {datetime.date.today().isoformat()}.\n\n"
+          f"{a.pipeline}, {a.num_images} images, guidance {a.guidance:g}; MSE of the final latent to the "
           f"{a.gt_steps}-step solve from the same noise (the mean over images, the issue's measure, and the median "
           "of the per-image MSEs, which a few images with extreme latents cannot decide).\n\n"
           "| solver | NFE | MSE to ground truth | median per-image MSE | fd_domain | alignment |\n"

@@ -11,7 +11,7 @@ from typing import Callable
 
 import accel
 from ..guidance.spec import call_scale, guidance_from_spec
-from ..solvers.named import with_guidance
+from ..solvers.named import split_steps, with_guidance
 
 
 @dataclass
@@ -344,7 +344,8 @@ def _solver(spec: str, arg: str) -> Row:
     def attach(pipe, cfg):
         accel.apply(pipe, solver=with_guidance(name, cfg.guidance))
 
-    return Row(spec, f"{name.split(':')[0]} solver, {nfe} steps", attach, accel.remove,
+    learned = " learned" if split_steps(name)[1] else ""
+    return Row(spec, f"{name.split(':')[0]} solver, {nfe}{learned} steps", attach, accel.remove,
                config={"kind": "solver", "solver": name, "nfe": nfe}, call_kwargs={"num_inference_steps": nfe},
                latency_stand_in=_dc_stand_in(spec))
 
