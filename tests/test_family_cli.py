@@ -40,11 +40,14 @@ def test_every_command_runs_on_a_saved_folder(family, folders, tmp_path, capsys)
                  "--gt-steps", "12", "--out", str(tmp_path / "dc.json")]) == 0
     assert main([*cal, "--method", "ecad", "--pop-size", "4", "--generations", "1",
                  "--out", str(tmp_path / "ecad")]) == 0
+    assert main([*cal, "--method", "steps", "--nfe", "3", "--iters", "2", "--train-batch", "2", "--teacher-steps", "8",
+                 "--out", str(tmp_path / "steps.json")]) == 0
+    assert "learned" in capsys.readouterr().out
     gen = ["generate", "--pipeline", pipe, "--steps", "4", "--out", str(tmp_path / "g")]
     gen += ["--prompt", "bag"] if family == "dit" else ["--height", "16", "--width", "16"]
     assert main([*gen, "--cache", str(tmp_path / "bac.json")]) == 0
     assert "reused" in capsys.readouterr().out
-    for solver in ("dpm++", f"dc:{tmp_path / 'dc.json'}"):
+    for solver in ("dpm++", f"dc:{tmp_path / 'dc.json'}", f"unipc:steps={tmp_path / 'steps.json'}"):
         assert main([*gen, "--solver", solver]) == 0, solver
     # statistics of a random-weight model from 16 samples may make v3 diverge: then it says so, never a silent NaN
     rc = main([*gen, "--solver", f"v3:{tmp_path / 'ems.safetensors'}"])
@@ -75,6 +78,13 @@ def test_bad_arguments_are_refused_up_front(folders, tmp_path, capsys):
           "--out", str(tmp_path / "x.json")], "has no prompts"),
         (["calibrate", "--method", "uniform", "--steps", "0", "--out", str(tmp_path / "x.json")], "--steps"),
         (["calibrate", "--method", "ems", "--num-samples", "2", "--out", str(tmp_path / "x.json")], "fewer than 16"),
+        (["calibrate", "--method", "steps", "--out", str(tmp_path / "x.json")], "steps of one NFE"),
+        (["calibrate", "--method", "steps", "--nfe", "4,5", "--out", str(tmp_path / "x.json")], "steps of one NFE"),
+        (["calibrate", "--method", "steps", "--nfe", "4", "--teacher-steps", "3", "--out", str(tmp_path / "x.json")],
+         "--teacher-steps above --nfe"),
+        (["calibrate", "--method", "steps", "--nfe", "4", "--solver", "unipc:steps=x.json",
+          "--out", str(tmp_path / "x.json")], "without a step file"),
+        (["generate", "--solver", f"unipc:steps={tmp_path / 'none.json'}"], "not found"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -18,6 +18,8 @@ SHORTHANDS = [
     "solver:6:dc:4.5+facfg:1.0:7.5:0.5",
     "uniform:2",
     "solver:5:unipc",
+    "solver:4:dc:x.json:4.5:steps=steps.json+uniform:2",  # learned steps ride on any solver
+    "solver:5:unipc:steps=steps.json",
 ]
 
 
@@ -33,6 +35,8 @@ def test_the_parts_are_typed():
     s = Stack.from_shorthand("solver:6:dc:4.5+uniform:2:taylor+apg:7.5")
     assert s.solver == SolverSpec("dc", None, 4.5) and s.steps == 6
     assert s.cache == CacheSpec(interval=2, reuse="taylor") and s.guidance == accel.APG(7.5)
+    assert Stack.from_shorthand("solver:4:v3:e.safetensors:steps=s.json").solver == SolverSpec("v3", "e.safetensors",
+                                                                                                  steps="s.json")
 
 
 @pytest.mark.parametrize("bad, reason", [
