@@ -115,6 +115,18 @@ def main() -> None:
           "|---|---:|---:|---:|---:|---:|\n")
     md += "\n".join(f"| {r['solver']} | {r['nfe']} | {r['mse']:.4f} | {r['median_mse']:.4f} | {r['fd_domain']:.2f} "
                     f"| {r['alignment']:.1%} |" for r in rows)
+    if learned:
+        md += ("\n\nThe learned step files, as their calibration recorded it (validation: the MSE to its teacher on "
+               "the held-back half of its calibration prompts):\n\n"
+               "| step file | solver | NFE | points (default) | prompts (learn / validate) | iterations | "
+               "validation MSE default -> learned | calibration time |\n|---|---|---:|---|---:|---:|---:|---:|\n")
+        for path in [v for v in a.learned.split(",") if v]:
+            sf = StepFile.load(path)
+            m = sf.meta
+            md += (f"| {Path(path).name} | {sf.solver} | {sf.nfe} | {', '.join(f'{v:.4g}' for v in sf.points)} "
+                   f"({', '.join(f'{v:.4g}' for v in m.get('default_points', []))}) | {m.get('train_prompts')} / "
+                   f"{m.get('valid_prompts')} | {m.get('iterations')} | {m.get('valid_mse_default', float('nan')):.4f} -> "
+                   f"{m.get('valid_mse_learned', float('nan')):.4f} | {m.get('seconds', float('nan')):.0f} s |\n")
     print(md)
     if a.readme:
         from accel.bench.readme import update_section
