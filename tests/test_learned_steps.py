@@ -206,3 +206,18 @@ def test_an_interrupted_learning_resumes_to_the_same_steps(tmp_path, monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert resumed.meta["valid_mse_learned"] == pytest.approx(whole.meta["valid_mse_learned"], rel=1e-5)
+
+
+def test_a_cache_schedule_lays_over_learned_steps_in_a_stack(tmp_path):
+    from accel.stack import Stack
+
+    pipe = tiny_text_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    path = _step_file(pipe, "unipc", [999.0, 800.0, 520.0, 230.0], tmp_path / "s.json")
+    stack = Stack.from_shorthand(f"solver:4:unipc:steps={path}+uniform:2")
+    accel.apply(pipe, config=stack)
+    out = _latents(pipe, 4, **_pixart_call(pipe))
+    st = accel.stats(pipe)
+    assert pipe.scheduler.timesteps.tolist() == [999.0, 800.0, 520.0, 230.0]
+    assert st.reused > 0 and torch.isfinite(out).all()
+    accel.remove(pipe)
