@@ -22,6 +22,8 @@ Departures from the paper and its official code (vinhsuhi/LD3), each for a reaso
   solvers are judged against (the paper: UniPC at 20 NFE);
 - the decoupled model time (the official "version 2") is left out: a step file holds one time per step;
 - batches of ``--train-batch`` prompts per step (the official code: 1-2 images), to use a CPU's cores;
+- validation solves from the teacher's own noise, as a call does (the official code also moves the validation
+  samples' noise inside the ball);
 - gradients flow through the solver's own ``step`` (diffusers' code, or accel's for DC), so the forward is
   exactly the arithmetic of a call. Where that code builds coefficients as plain numbers (UniPC's corrector
   weights, DC's interpolation time) they count as constants in the gradient (within a few percent of central
@@ -203,6 +205,10 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
             if not exact:
                 logits.grad = _fd_gradient(lambda v: float(_per_sample_mse(
                     solve(template, ch.fn, ch.start, points_of(v, first), mu), ch.target).mean()), logits.detach())
+            if not (torch.isfinite(per).all() and torch.isfinite(logits.grad).all() and torch.isfinite(x.grad).all()):
+                it += 1  # a placement the solver cannot solve from: no step on this batch
+                bar.update()
+                continue
             torch.nn.utils.clip_grad_norm_([logits], 1.0)
             opt.step()
             with torch.no_grad():  # the slack: x' one SGD step on, projected into the ball, kept where it helped

@@ -221,3 +221,22 @@ def test_a_cache_schedule_lays_over_learned_steps_in_a_stack(tmp_path):
     assert pipe.scheduler.timesteps.tolist() == [999.0, 800.0, 520.0, 230.0]
     assert st.reused > 0 and torch.isfinite(out).all()
     accel.remove(pipe)
+
+
+def test_the_shipped_step_files_belong_to_their_reference_pipeline():
+    from accel.pipelines import load_reference
+    from accel.pipelines.components import WEIGHTS_DIR
+
+    files = sorted((WEIGHTS_DIR / "solvers").glob("steps-*.json"))
+    assert len(files) >= 4
+    pipes = {name: load_reference(name) for name in ("pixart-eps", "pixart-flow")}
+    for path in files:
+        sf = StepFile.load(path)
+        own = "pixart-flow" if path.name.startswith("steps-pixart-flow") else "pixart-eps"
+        other = "pixart-eps" if own == "pixart-flow" else "pixart-flow"
+        assert path.name == f"steps-{own}-{sf.solver}-{sf.nfe}.json" and sf.guidance == 4.5
+        assert sf.meta["valid_mse_learned"] < sf.meta["valid_mse_default"]
+        accel.apply(pipes[own], solver=f"{sf.solver}:steps={path}")
+        accel.remove(pipes[own])
+        with pytest.raises(ValueError):
+            accel.apply(pipes[other], solver=f"{sf.solver}:steps={path}")
