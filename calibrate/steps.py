@@ -21,7 +21,10 @@ Departures from the paper and its official code (vinhsuhi/LD3), each for a reaso
 - the teacher is the pipeline's own scheduler at ``--teacher-steps`` (default 200), the ground truth accel's
   solvers are judged against (the paper: UniPC at 20 NFE);
 - the decoupled model time (the official "version 2") is left out: a step file holds one time per step;
-- batches of ``--train-batch`` prompts per step (the official code: 1-2 images), to use a CPU's cores;
+- batches of ``--train-batch`` prompts per step (the official code: 1-2 images), to use a CPU's cores; x' takes
+  its SGD step on the batch's mean loss, as the official code does, so at batch B its per-sample step is B times
+  smaller than at batch 1 (the official code also keeps a moved x' when the loss after the logits' step and
+  the move is lower than before both, as here);
 - validation solves from the teacher's own noise, as a call does (the official code also moves the validation
   samples' noise inside the ball);
 - gradients flow through the solver's own ``step`` (diffusers' code, or accel's for DC), so the forward is
@@ -87,7 +90,15 @@ def logits_for(points: list[float], end: float = 0.0) -> torch.Tensor:
 
 
 def solve(template, chunk_fn, x: torch.Tensor, points: torch.Tensor, mu: float | None) -> torch.Tensor:
-    """The solver's final latent from ``x`` with its steps at ``points`` (differentiable in both)."""
+    """The solver's final latent from ``x`` with its steps at ``points`` (differentiable in both); NaN where the
+    solver refuses a non-finite result (v3), so a placement it cannot solve from counts as infinitely bad."""
+    try:
+        return _solve(template, chunk_fn, x, points, mu)
+    except FloatingPointError:
+        return x * float("nan")
+
+
+def _solve(template, chunk_fn, x: torch.Tensor, points: torch.Tensor, mu: float | None) -> torch.Tensor:
     sched = copy.deepcopy(template)
     sched.learned_steps = None
     model_t = sched.use_points(points, x.device, mu)
@@ -113,8 +124,9 @@ def _per_sample_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((x.float() - y.float()) ** 2).flatten(1).mean(1)
 
 
-def _fingerprint_of_run(solver: str, nfe: int, guidance: float, prompts: list[str], seed: int, cfg: LD3Config) -> str:
-    text = json.dumps([solver, nfe, guidance, prompts, seed, cfg.__dict__], sort_keys=True)
+def _fingerprint_of_run(solver: str, nfe: int, guidance: float, prompts: list[str], seed: int, cfg: LD3Config,
+                        extra: list) -> str:
+    text = json.dumps([solver, nfe, guidance, prompts, seed, cfg.__dict__, extra], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -125,7 +137,7 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     ``checkpoint``: a file the run saves to after every evaluation and resumes from (deleted at the end)."""
     from accel.pipelines.calls import condition
     from accel.pipelines.families import find_denoiser
-    from accel.solvers.named import solver_from_name
+    from accel.solvers.named import solver_from_name, with_guidance
     from accel.solvers.provenance import made_for
 
     from .dc import sample
@@ -135,9 +147,10 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
         raise ValueError("learned steps need --nfe of at least 2 (one step has no placement to learn)")
     started = time.perf_counter()
     _, den = find_denoiser(pipe)
-    template = solver_from_name(pipe, solver)
+    template = solver_from_name(pipe, with_guidance(solver, guidance))
     kind = schedule_kind(template)
-    run_id = _fingerprint_of_run(solver, nfe, guidance, train_prompts + ["|"] + valid_prompts, seed, cfg)
+    run_id = _fingerprint_of_run(solver, nfe, guidance, train_prompts + ["|"] + valid_prompts, seed, cfg,
+                                 [batch, sorted((call_kwargs or {}).items(), key=str), made_for(den)["fingerprint"]])
     ckpt = Path(checkpoint) if checkpoint else None
     state = torch.load(ckpt, weights_only=False) if ckpt is not None and ckpt.exists() else None
     if state is not None and state.get("run") != run_id:
@@ -156,6 +169,9 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     train, valid = chunks(train_prompts, cfg.train_batch, 1), chunks(valid_prompts, batch, 2)
     teacher = type(pipe.scheduler).from_config(pipe.scheduler.config)  # the pipeline's own solver
     if state is not None:
+        if len(state["targets"]) != len(train + valid) or any(
+                t.shape != c.noise.shape for t, c in zip(state["targets"], train + valid)):
+            raise ValueError(f"{ckpt} does not fit this run's batches; delete it to start again")
         for ch, tgt in zip(train + valid, state["targets"]):
             ch.target = tgt
     else:
@@ -173,7 +189,8 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     def validate(lg: torch.Tensor) -> float:
         pts = points_of(lg.detach(), first)
         losses = [_per_sample_mse(solve(template, ch.fn, ch.noise, pts, mu), ch.target) for ch in valid]
-        return float(torch.cat(losses).mean())
+        loss = float(torch.cat(losses).mean())
+        return loss if math.isfinite(loss) else float("inf")
 
     it, best, best_logits, worse = 0, None, logits.detach().clone(), 0
     loss_default = None
@@ -205,7 +222,8 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
             if not exact:
                 logits.grad = _fd_gradient(lambda v: float(_per_sample_mse(
                     solve(template, ch.fn, ch.start, points_of(v, first), mu), ch.target).mean()), logits.detach())
-            if not (torch.isfinite(per).all() and torch.isfinite(logits.grad).all() and torch.isfinite(x.grad).all()):
+            grads = (logits.grad, x.grad)
+            if not (torch.isfinite(per).all() and all(g is not None and torch.isfinite(g).all() for g in grads)):
                 it += 1  # a placement the solver cannot solve from: no step on this batch
                 bar.update()
                 continue
@@ -289,10 +307,10 @@ def _cli_run(a) -> None:
         raise InputError("steps needs at least 2 prompts (half learn the steps, half validate them)")
     half = len(prompts) // 2
     cfg = LD3Config(iters=a.iters, train_batch=a.train_batch, teacher_steps=a.teacher_steps)
-    from accel.solvers.named import solver_from_name
+    from accel.solvers.named import solver_from_name, with_guidance
 
     try:
-        solver_from_name(pipe, a.solver)
+        solver_from_name(pipe, with_guidance(a.solver, a.guidance))
     except (ValueError, FileNotFoundError) as e:
         raise InputError(str(e)) from None
     steps = learn_steps(pipe, a.solver, nfe, prompts[:half], prompts[half:], a.guidance, cfg, a.seed, a.batch,

@@ -147,7 +147,7 @@ def sigmas_at(scheduler, points: torch.Tensor, mu: float | None = None) -> tuple
         # the source's own shift, exactly; its derivative by central differences of the same map
         u = pts.detach().cpu().numpy()
         sig, ts = _flow_source_map(src, u, mu)
-        h = 1e-6
+        h = 1e-4  # the source computes in float32
         up, dn = _flow_source_map(src, np.clip(u + h, 0, 1), mu)[0], _flow_source_map(src, np.clip(u - h, 0, 1), mu)[0]
         slope = torch.as_tensor((up - dn) / (np.clip(u + h, 0, 1) - np.clip(u - h, 0, 1)), dtype=torch.float64)
         delta = (pts - pts.detach()) * slope.to(pts.device)
@@ -158,7 +158,7 @@ def sigmas_at(scheduler, points: torch.Tensor, mu: float | None = None) -> tuple
         # the model sees sigma * num_train_timesteps unrounded (diffusers' flow configs truncate it to an integer)
         s = _flow_shift(scheduler)
         sig = s * pts / (1 + (s - 1) * pts)
-        return sig, sig * ntrain
+        return sig.clamp(max=1 - 1e-6), sig * ntrain  # alpha 0 at sigma 1: as UniPC's own flow sigmas, step in
     acp = scheduler.alphas_cumprod.float()
     table = (((1 - acp) / acp) ** 0.5).double().to(pts.device)  # in float32 first, as diffusers computes it
     t = pts.clamp(0, len(table) - 1)
@@ -173,6 +173,9 @@ def check_steps_for(steps: StepFile, scheduler, solver: str) -> None:
     kind = schedule_kind(scheduler)
     if steps.kind != kind:
         raise ValueError(f"the step file was learned on a {steps.kind} schedule, this pipeline's is {kind}")
+    top = 1.0 if kind == "flow" else scheduler.config.num_train_timesteps - 1
+    if steps.points[0] > top + 1e-9:
+        raise ValueError(f"the step file's first point {steps.points[0]:g} lies beyond this schedule's start ({top:g})")
     if steps.solver != solver:
         warnings.warn(f"the step file was learned for solver {steps.solver!r}, used with {solver!r}: its placement "
                       f"need not suit this solver; learn one with `accel calibrate --method steps --solver {solver}`",

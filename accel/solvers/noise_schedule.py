@@ -137,6 +137,8 @@ class PipelineTimesteps:
         if self.learned_steps is not None:
             # the file's points replace the steps the pipeline asks for (FLUX passes its own sigmas); n is kept
             given = sigmas if sigmas is not None else timesteps
+            if num_inference_steps is None and given is None:
+                raise ValueError("set_timesteps needs num_inference_steps (or sigmas / timesteps)")
             n = num_inference_steps if num_inference_steps is not None else len(given)
             self.use_points(torch.tensor(self.learned_steps.points_for(n), dtype=torch.float64), device, mu)
             return
