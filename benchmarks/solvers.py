@@ -76,8 +76,8 @@ def main() -> None:
     solvers = {LABELS[n]: files.get(n, n) for n in a.solvers.split(",") if n}
     nfes = [int(v) for v in a.nfe.split(",")]
     learned: dict[int, list[tuple[str, str]]] = {}
-    for path in [v for v in a.learned.split(",") if v]:
-        sf = StepFile.load(path)
+    step_files = {path: StepFile.load(path) for path in a.learned.split(",") if path}
+    for path, sf in step_files.items():
         name = files.get(sf.solver, sf.solver)
         learned.setdefault(sf.nfe, []).append((f"{LABELS[sf.solver]}, learned steps ({Path(path).name})",
                                                f"{name}:steps={path}"))
@@ -120,8 +120,7 @@ def main() -> None:
                "the held-back half of its calibration prompts):\n\n"
                "| step file | solver | NFE | points (default) | prompts (learn / validate) | iterations | "
                "validation MSE default -> learned | calibration time |\n|---|---|---:|---|---:|---:|---:|---:|\n")
-        for path in [v for v in a.learned.split(",") if v]:
-            sf = StepFile.load(path)
+        for path, sf in step_files.items():
             m = sf.meta
             md += (f"| {Path(path).name} | {sf.solver} | {sf.nfe} | {', '.join(f'{v:.4g}' for v in sf.points)} "
                    f"({', '.join(f'{v:.4g}' for v in m.get('default_points', []))}) | {m.get('train_prompts')} / "

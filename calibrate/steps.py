@@ -147,10 +147,11 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
         raise ValueError("learned steps need --nfe of at least 2 (one step has no placement to learn)")
     started = time.perf_counter()
     _, den = find_denoiser(pipe)
+    stamp = made_for(den)
     template = solver_from_name(pipe, with_guidance(solver, guidance))
     kind = schedule_kind(template)
     run_id = _fingerprint_of_run(solver, nfe, guidance, train_prompts + ["|"] + valid_prompts, seed, cfg,
-                                 [batch, sorted((call_kwargs or {}).items(), key=str), made_for(den)["fingerprint"]])
+                                 [batch, sorted((call_kwargs or {}).items(), key=str), stamp["fingerprint"]])
     ckpt = Path(checkpoint) if checkpoint else None
     state = torch.load(ckpt, weights_only=False) if ckpt is not None and ckpt.exists() else None
     if state is not None and state.get("run") != run_id:
@@ -178,8 +179,9 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
         for ch in tqdm(train + valid, desc=f"steps: teacher ({cfg.teacher_steps} steps)", disable=not progress):
             ch.target = sample(ch.fn, teacher, ch.noise, cfg.teacher_steps)[0]
     mu = train[0].fn.timestep_kwargs.get("mu")
-    first = default_points(template, nfe)[0]
-    logits = torch.nn.Parameter(logits_for(default_points(template, nfe)))
+    start_points = default_points(template, nfe)
+    first = start_points[0]
+    logits = torch.nn.Parameter(logits_for(start_points))
     opt = torch.optim.RMSprop([logits], lr=cfg.lr, momentum=cfg.momentum)
     d = math.prod(train[0].fn.latent_shape)
     radius = cfg.bound_scale * d / nfe**2
@@ -200,7 +202,7 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
         for ch, x in zip(train, state["starts"]):
             ch.start = x
         it, best, best_logits, worse = state["it"], state["best"], state["best_logits"], state["worse"]
-        loss_default, shift_lr = state["loss_default"], state["shift_lr"]
+        loss_default = state["loss_default"]
     if loss_default is None:
         loss_default = best = validate(logits)
     # a solver whose coefficients are computed from plain numbers (v3's integrals) has no gradient in them: its
@@ -256,8 +258,7 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
                     tmp = ckpt.with_name(ckpt.name + ".tmp")
                     torch.save({"run": run_id, "targets": [c.target for c in train + valid], "logits": logits.detach(),
                                 "opt": opt.state_dict(), "starts": [c.start for c in train], "it": it, "best": best,
-                                "best_logits": best_logits, "worse": worse, "loss_default": loss_default,
-                                "shift_lr": shift_lr}, tmp)
+                                "best_logits": best_logits, "worse": worse, "loss_default": loss_default}, tmp)
                     os.replace(tmp, ckpt)
     finally:
         bar.close()
@@ -267,10 +268,9 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     meta = {"method": "LD3 (accel.calibrate.steps)", "teacher": f"{type(pipe.scheduler).__name__}, "
             f"{cfg.teacher_steps} steps", "train_prompts": len(train_prompts), "valid_prompts": len(valid_prompts),
             "iterations": it, "seed": seed, "valid_mse_default": loss_default, "valid_mse_learned": best,
-            "default_points": default_points(template, nfe), "seconds": round(time.perf_counter() - started, 1)}
+            "default_points": start_points, "seconds": round(time.perf_counter() - started, 1)}
     if call_kwargs:
         meta["call"] = {k: v for k, v in call_kwargs.items() if isinstance(v, (int, float, str))}
-    stamp = made_for(den)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     return StepFile(kind, tuple(points), solver.split(":")[0], float(guidance), stamp["fingerprint"],

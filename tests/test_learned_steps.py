@@ -10,7 +10,7 @@ import torch
 
 import accel
 from accel.calibrate import steps as ld3
-from accel.solvers.learned_steps import StepFile, default_points, sigmas_at
+from accel.solvers.learned_steps import StepFile, default_points, schedule_kind, sigmas_at
 from accel.solvers.named import solver_from_name
 from accel.solvers.provenance import made_for
 from tiny import flux_inputs, sd3_inputs, tiny_flux, tiny_sd3, tiny_text_pixart, tiny_text_pixart_flow
@@ -19,8 +19,7 @@ PIXART = dict(height=32, width=32, use_resolution_binning=False)
 
 
 def _step_file(pipe, solver: str, points, path, guidance: float = 4.5):
-    sched = solver_from_name(pipe, solver)
-    kind = "flow" if sched.timestep_source is not None or sched.config.get("use_flow_sigmas", False) else "vp"
+    kind = schedule_kind(solver_from_name(pipe, solver))
     stamp = made_for(pipe.transformer)
     StepFile(kind, tuple(points), solver.split(":")[0], guidance, stamp["fingerprint"], tuple(stamp["weights"])).save(path)
     return path

@@ -130,7 +130,7 @@ def _flow_source_map(src, u: np.ndarray, mu: float | None) -> tuple[np.ndarray, 
 
     kw = {"sigmas": [float(v) for v in u]}
     if mu is not None and "mu" in inspect.signature(src.set_timesteps).parameters:
-        kw["mu"] = mu
+        kw["mu"] = mu  # the filter noise_schedule._accepted applies (not imported: noise_schedule imports this module)
     src.set_timesteps(**kw)
     n = len(u)
     return (src.sigmas[:n].detach().double().cpu().numpy(), src.timesteps[:n].detach().double().cpu().numpy())
