@@ -4,6 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
+PEERS = "fbcache:0.3,taylorseer:3,magcache:0.2"
+GENERIC = "plain,uniform:2,uniform:3,fbcache:0.3"
+
+
+def default_methods(pipeline: str) -> str:
+    """The rows of a bench given none: on a reference pipeline the shipped tuned config beside the plain pipeline,
+    accel's uniform cache and the diffusers peers (the README's main job), elsewhere a few caches."""
+    from .pipelines import tuned_config
+
+    path = tuned_config(pipeline)
+    return f"plain,config:{path},uniform:2,{PEERS}" if path else GENERIC
+
+
 def _run(a) -> None:
     from .bench import BenchConfig, run_bench
     from .bench.driver import check_context_parallel_rows
@@ -15,7 +28,7 @@ def _run(a) -> None:
 
     check_call_args(a)
     parallel = parse_parallel(a)
-    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    methods = tuple(m.strip() for m in (a.methods or default_methods(a.pipeline)).split(",") if m.strip())
     rows = []
     for m in methods:  # fail before loading anything
         try:
@@ -102,8 +115,9 @@ def add_bench_parser(sub) -> None:
     kinds = ", ".join(_usage(k, fn) for k, fn in sorted(ROW_KINDS.items()))
     s = sub.add_parser("bench", help="quality vs measured latency of accel methods and peers, one run")
     s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")
-    s.add_argument("--methods", default="plain,uniform:2,uniform:3,fbcache:0.3",
-                   help=f"comma-separated rows. Kinds: {kinds}".replace("%", "%%"))
+    s.add_argument("--methods", help="comma-separated rows (default: on a reference pipeline the config accel tune "
+                                     f"chose for it, uniform:2 and diffusers' caches: {PEERS}; elsewhere "
+                                     f"{GENERIC}). Kinds: {kinds}".replace("%", "%%"))
     s.add_argument("--prompts", help="a text file, one prompt per line (default: held-out reference prompts)")
     s.add_argument("--num-images", type=int, default=100)
     s.add_argument("--steps", type=int, default=20)

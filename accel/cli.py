@@ -170,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     from .calibrate_cli import add_calibrate_parser
     from .bench_cli import add_bench_parser
     from .distill_cli import add_distill_parser
+    from .tune_cli import add_tune_parser
 
     add_calibrate_parser(sub)
     add_distill_parser(sub)
     add_bench_parser(sub)
+    add_tune_parser(sub)
 
     a = p.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)  # what the bench records as its command

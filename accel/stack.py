@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,15 @@ class Stack:
         except TypeError as e:  # a misspelt field of a part
             raise ValueError(f"stack config: {e}") from None
 
+    def beside(self, folder: str | Path) -> "Stack":
+        """This stack with each relative file path that exists under ``folder`` made that path."""
+        def near(p: str | None) -> str | None:
+            return str(Path(folder) / p) if p and not Path(p).is_absolute() and (Path(folder) / p).exists() else p
+
+        solver = replace(self.solver, file=near(self.solver.file), steps=near(self.solver.steps)) if self.solver else None
+        cache = replace(self.cache, file=near(self.cache.file)) if self.cache else None
+        return replace(self, solver=solver, cache=cache)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,12 +265,14 @@ class Stack:
 
     @classmethod
     def load(cls, path: str | Path) -> "Stack":
-        """The stack in ``path``; a ``ValueError`` naming the file and what is wrong with it."""
+        """The stack in ``path``; a ``ValueError`` naming the file and what is wrong with it. A relative file path
+        in it (solver statistics, step file, schedule) is looked up beside the config first, then from the working
+        directory, so a config and its files move together (``accel tune`` writes them so)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"stack config {str(path)!r} not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(json.loads(path.read_text())).beside(path.parent)
         except json.JSONDecodeError as e:
             raise ValueError(f"stack config {str(path)!r} is not JSON: {e}") from None
         except ValueError as e:

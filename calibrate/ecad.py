@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import pickle
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from accel.dist import rank_world
+from accel.dist import gather, rank_world
 
 import accel
 from accel.pipelines.families import find_denoiser, fingerprint, layout_of
@@ -289,8 +290,9 @@ class ECADResult:
 
 
 def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECADConfig(),
-             call_kwargs: dict | None = None, progress: bool = True) -> ECADResult:
+             call_kwargs: dict | None = None, progress: bool = True, deadline: float | None = None) -> ECADResult:
     """Search, checkpointing in ``out_dir``; writes the Pareto front (schedule files, index.json, front.png).
+    ``deadline``: a ``time.time()`` after which no new generation starts (the front so far is written).
 
     With ``cfg.solver`` / ``cfg.guidance_method`` (e.g. ``"dc"``, ``"apg:7.5"``) every candidate runs with that solver
     and guidance, so the schedule is searched for the configuration it will be used in (``cfg.steps`` = NFE).
@@ -376,7 +378,14 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     bar = tqdm(total=cfg.generations, initial=algorithm.n_gen - 1 if algorithm.n_gen else 0, desc="ecad",
                disable=not progress or rank)
     while algorithm.has_next():
+        if deadline is not None and algorithm.n_gen and gather(time.time() >= deadline, world)[0]:
+            break  # rank 0 decides, so every process stops at the same generation
         pop = algorithm.ask()
+        if pop is None:  # no offspring left that is not a duplicate: a small schedule space is exhausted
+            if algorithm.opt is None:
+                raise ValueError(f"ECAD: this model's schedule space at {cfg.steps} steps has too few distinct "
+                                 f"schedules for a population of {cfg.pop_size}; give a smaller --pop-size")
+            break
         X = pop.get("X").astype(bool)
         F, G = score(X)
         Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
@@ -453,8 +462,6 @@ def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold",
 def _latency_model(ev: ScheduleEvaluator, path: Path, rank: int, world: int, call_kwargs: dict | None):
     """The run's latency model: read from ``path`` (a resumed run), else timed once on rank 0, shared with every
     process and saved, so every candidate of a run (and every process) is scored with the same model."""
-    from accel.dist import gather
-
     from .bac import LatencyModel, measure_latency_model
 
     d = json.loads(path.read_text()) if path.exists() else None

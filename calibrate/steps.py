@@ -132,9 +132,10 @@ def _fingerprint_of_run(solver: str, nfe: int, guidance: float, prompts: list[st
 
 def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_prompts: list[str], guidance: float,
                 cfg: LD3Config = LD3Config(), seed: int = 0, batch: int = 64, call_kwargs: dict | None = None,
-                checkpoint: str | Path | None = None, progress: bool = True) -> StepFile:
+                checkpoint: str | Path | None = None, progress: bool = True, deadline: float | None = None) -> StepFile:
     """Learn the ``nfe`` points of ``solver`` (a name of ``accel.solvers.named``) on ``pipe``; returns the step file.
-    ``checkpoint``: a file the run saves to after every evaluation and resumes from (deleted at the end)."""
+    ``checkpoint``: a file the run saves to after every evaluation and resumes from (deleted at the end).
+    ``deadline``: a ``time.time()`` after which learning stops at the next iteration and keeps its best points."""
     from accel.pipelines.calls import condition
     from accel.pipelines.families import find_denoiser
     from accel.solvers.named import solver_from_name, with_guidance
@@ -214,7 +215,8 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     order = np.random.default_rng(seed).permutation(cfg.iters * len(train)) % len(train)
     bar = tqdm(total=cfg.iters, initial=it, desc=f"steps: LD3 {solver} NFE {nfe}", disable=not progress)
     try:
-        while it < cfg.iters and opt.param_groups[0]["lr"] > cfg.min_lr * (1 + 1e-9):
+        while it < cfg.iters and opt.param_groups[0]["lr"] > cfg.min_lr * (1 + 1e-9) and \
+                (deadline is None or time.time() < deadline):
             ch = train[order[it]]
             x = ch.start.clone().requires_grad_(True)
             lg = logits if exact else logits.detach()

@@ -40,6 +40,12 @@ def reference_names() -> list[str]:
     return list(REFERENCES)
 
 
+def tuned_config(name: str) -> Path | None:
+    """The stack config ``accel tune`` chose for the reference pipeline ``name`` and accel ships (None: none)."""
+    path = WEIGHTS_DIR / "tuned" / str(name) / "config.json"
+    return path if path.exists() else None
+
+
 def is_available(name: str) -> bool:
     return (WEIGHTS_DIR / name / "config.json").exists() and (WEIGHTS_DIR / "vae" / "config.json").exists()
 

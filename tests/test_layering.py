@@ -13,7 +13,7 @@ import networkx as nx
 ROOT = Path(__file__).parent.parent
 PACKAGES = {"accel": "accel", "accel.pipelines": "pipelines", "accel.kernels": "kernels",
             "accel.calibrate": "calibrate"}  # as pyproject.toml maps them
-CLI = ("accel.cli", "accel.cli_args", "accel.bench_cli", "accel.calibrate_cli", "accel.distill_cli")
+CLI = ("accel.cli", "accel.cli_args", "accel.bench_cli", "accel.calibrate_cli", "accel.distill_cli", "accel.tune_cli")
 CALIBRATION = ("accel.calibrate", "accel.distill")
 BENCH = ("accel.bench",)
 

@@ -51,7 +51,7 @@ class _DenoiseTimer(ModelHook):
 
 
 @contextmanager
-def _timing(pipe):
+def denoise_timer(pipe):
     """A denoising-loop timer on the pipeline's current denoiser (a row may swap it), removed on exit."""
     _, den = find_denoiser(pipe)
     timer = _DenoiseTimer()
@@ -86,6 +86,7 @@ class BenchConfig:
     clip: str | None = None  # a local CLIP model folder (the clip metric)
     command: str | None = None  # the command line results.json records (default: this process's)
     calibration_prompts: list[str] | None = None  # what calibrated rows use (split from ``prompts``; None: defaults)
+    score_all_prompts: bool = False  # score every one of ``prompts`` (no row calibrates: nothing is split off)
     height: int | None = None  # image size of every call (None: the pipeline's own)
     width: int | None = None
     device: str = "cpu"  # where the pipeline (and the full-size one) runs
@@ -149,7 +150,7 @@ def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: l
     spec = ContextParallel.parse(cfg.context_parallel)
     plain = make_row("plain")
     e2e, dn = [], []
-    with _timing(pipe) as timer:
+    with denoise_timer(pipe) as timer:
         for i in range(max(1, cfg.timing_rounds) + 1):  # the first call warms up
             timer.start()
             t = clock()
@@ -194,7 +195,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet, cfg.clip is not None)
     check_metrics(names, reference, ref_stats is not None)
     if cfg.prompts:
-        scored, cfg.calibration_prompts = split_prompts(cfg.prompts)
+        scored, cfg.calibration_prompts = (list(cfg.prompts), None) if cfg.score_all_prompts else \
+            split_prompts(cfg.prompts)
         prompts = repeat_to(scored, cfg.num_images)
         labels = [label_of_caption(p) if reference else None for p in prompts]
     elif is_class_conditional(pipe) or not reference:
@@ -228,7 +230,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         try:
             row.attach(pipe, cfg)
             try:
-                with _timing(pipe) as timer:
+                with denoise_timer(pipe) as timer:
                     row.before_call(pipe)  # warm-up call, excluded from the timings
                     pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                          **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
@@ -396,7 +398,7 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
         for row, (e2e, dn) in ((rows[i], times[i]) for i in order):
             row.attach(pipe, cfg)
             try:
-                with _timing(pipe) as timer:
+                with denoise_timer(pipe) as timer:
                     for timed in (False, True):
                         row.before_call(pipe)
                         timer.start()
@@ -485,7 +487,7 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
                 continue
         e2e, dn = [], []
         try:
-            with _timing(pipe) as timer:
+            with denoise_timer(pipe) as timer:
                 for _ in range(cfg.full_size_repeats):
                     kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, device=cfg.device),
                           **row.call_kwargs}

@@ -408,7 +408,8 @@ def _config(spec: str, arg: str) -> Row:
     from ..stack import Stack
 
     stack = Stack.load(arg)
-    return _stack_row(spec, stack, f"accel config {Path(arg).name}", {"kind": "config", "path": arg,
+    name = Path(arg).name if Path(arg).name != "config.json" else f"{Path(arg).parent.name}/config.json"
+    return _stack_row(spec, stack, f"accel config {name}", {"kind": "config", "path": arg,
                                                                        "stack": stack.to_dict()})
 
 

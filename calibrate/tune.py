@@ -1,0 +1,593 @@
+"""``accel tune``: one calibrated stack (solver, NFE, step placement, cache schedule, guidance) for a speed or quality
+target, chosen by measurement, written as one ``accel.stack.Stack`` file.
+
+The search runs in stages, each on the calibration prompts and against the plain pipeline's images from the same
+prompts and seeds, with the measured denoising time (not MACs) as the speed objective:
+
+1. grid: every solver x NFE x guidance method (CFG at the call scale, APG);
+2. steps: learned step placements (``calibrate.steps``, LD3) for the best configuration at each of the lowest NFEs;
+3. cache: a short ECAD search (``calibrate.ecad``: block genes, latency cost) inside the fastest configurations that
+   keep the quality bound, whose front schedules become candidates;
+4. validation: the candidates near the calibration front, run by the bench (``accel.bench``) on prompts split off
+   before the search, with interleaved timing; the validated Pareto set is written, and the chosen config is the
+   fastest inside the quality bound (``max_quality_loss``) or the best quality at a speed-up (``target_speedup``).
+
+Quality is measured as the pipeline's kind allows: on the reference pipelines ``fd_domain`` relative to the plain
+pipeline's and ``alignment`` points lost (the bound: ``fd_domain`` at most ``max_quality_loss`` above, alignment at most
+``max_alignment_drop`` points below); on any other model 1 - SSIM to the plain pipeline's images.
+
+Every measured candidate is appended to ``candidates.jsonl`` at once, learned steps and ECAD checkpoint themselves,
+and the time spent is kept in ``state.json``, so a run killed at any moment continues with the same command. Under
+``accelerate launch`` each process measures a shard of every stage's candidates (its speed-ups against its own
+plain timing), learns a shard of the step files, and ECAD and the bench spread their work as they do alone.
+
+Example:
+    >>> from accel.pipelines import load_reference
+    >>> from calibrate.tune import TuneConfig, tune  # doctest: +SKIP
+    >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
+    >>> result = tune(pipe, "pixart-eps", TuneConfig(max_quality_loss=0.1, budget_minutes=60), "outputs/tune")  # doctest: +SKIP
+    >>> result.chosen  # the path of the chosen config (accel.apply(pipe, config=...))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import accel
+from accel.dist import gather, rank_world
+from accel.guidance.spec import call_scale, guidance_from_spec
+from accel.stack import CacheSpec, SolverSpec, Stack
+
+# the share of the budget by which each stage ends (the time a stage leaves goes to the next); validation takes
+# what remains and is never cut short
+STAGE_ENDS = {"grid": 0.25, "steps": 0.5, "cache": 0.85}
+LD3_PROMPTS = 64  # prompts the step learner uses (half learn, half validate): its teacher solve costs 200 steps each
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What the tune searches and for what. ``max_quality_loss`` and ``target_speedup``: give one (default: a
+    quality loss of 0.1)."""
+
+    steps: int = 20  # the plain pipeline's steps: the baseline every candidate is measured against
+    guidance: float = 4.5  # the plain pipeline's CFG scale
+    solvers: tuple[str, ...] = ("dpm++", "unipc", "v3", "dc")
+    nfes: tuple[int, ...] = (3, 4, 5, 6, 8)
+    guidance_methods: tuple[str, ...] = ("cfg", "apg:4.5", "apg:7.5")  # "cfg": the pipeline's CFG at ``guidance``
+    max_quality_loss: float | None = None
+    max_alignment_drop: float = 2.0  # reference pipelines: alignment points the chosen config may lose
+    target_speedup: float | None = None
+    budget_minutes: float = 60.0
+    learned_steps: int = 2  # configurations that get learned steps (the lowest NFEs)
+    cache_searches: int = 2  # configurations that get an ECAD schedule
+    ecad_pop: int = 16
+    validation_rows: int = 12  # candidates the validation benches at most
+    batch: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_quality_loss is not None and self.target_speedup is not None:
+            raise ValueError("give one target: max_quality_loss or target_speedup")
+        if self.max_quality_loss is None and self.target_speedup is None:
+            object.__setattr__(self, "max_quality_loss", 0.1)
+        if self.max_quality_loss is not None and not self.max_quality_loss >= 0:
+            raise ValueError(f"max_quality_loss must be >= 0, got {self.max_quality_loss}")
+        if self.target_speedup is not None and not self.target_speedup > 1:
+            raise ValueError(f"target_speedup must be above 1, got {self.target_speedup}")
+        if not self.budget_minutes > 0:
+            raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
+        if not self.solvers or not self.nfes or not self.guidance_methods:
+            raise ValueError("the grid needs at least one solver, one NFE and one guidance method")
+        if any(n < 1 for n in self.nfes) or self.steps < 2 or self.batch < 1:
+            raise ValueError("NFEs must be >= 1, steps >= 2 and batch >= 1")
+        for s in self.solvers:
+            SolverSpec.parse(s)  # a clear error for an unknown solver
+        for g in self.guidance_methods:
+            if g != "cfg":
+                guidance_from_spec(g)
+
+
+@dataclass
+class TuneResult:
+    out_dir: str
+    pareto: list[dict] = field(default_factory=list)  # the validated Pareto set, fastest last
+    chosen: str | None = None  # the chosen config's path, None when no candidate met the target
+    message: str = ""
+
+
+# -- quality against the plain pipeline ---------------------------------------------------------------------------------
+class Scorer:
+    """A candidate's images measured against the plain pipeline's on the same prompts and seeds."""
+
+    def __init__(self, plain: torch.Tensor, labels: list[int] | None):
+        from accel.metrics import alignment, fd_domain
+
+        self.plain, self.labels = plain, labels
+        if labels is not None:
+            self.plain_fd, self.plain_alignment = fd_domain(plain), alignment(plain, labels)
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        from accel.metrics import alignment, fd_domain, ssim
+
+        m = {"ssim": ssim(images, self.plain)}
+        if self.labels is None:
+            m["quality_loss"] = 1.0 - m["ssim"]
+            return m
+        m["fd_domain"], m["alignment"] = fd_domain(images), alignment(images, self.labels)
+        return {**m, **relative(m["fd_domain"], m["alignment"], self.plain_fd, self.plain_alignment)}
+
+
+def relative(fd: float, align: float, plain_fd: float, plain_align: float) -> dict:
+    """``fd_domain`` relative to the plain pipeline's, alignment points lost, and the scalar the fronts rank by (2
+    alignment points weigh as much as 10% of fd_domain)."""
+    fd_rel = fd / max(plain_fd, 1e-8) - 1.0
+    drop = 100.0 * (plain_align - align)
+    return {"fd_rel": fd_rel, "alignment_drop": drop, "quality_loss": fd_rel + drop / 20.0}
+
+
+def within(m: dict, cfg: TuneConfig) -> bool:
+    """Inside the quality bound (always, in target-speed-up mode)."""
+    if cfg.max_quality_loss is None:
+        return True
+    if "fd_rel" in m:
+        return m["fd_rel"] <= cfg.max_quality_loss and m["alignment_drop"] <= cfg.max_alignment_drop
+    return m["quality_loss"] <= cfg.max_quality_loss
+
+
+# -- measuring a candidate ----------------------------------------------------------------------------------------------
+class Runner:
+    """Generates the calibration prompts' images under a stack (None: the plain pipeline) and times the denoising."""
+
+    def __init__(self, pipe, prompts: list[str], cfg: TuneConfig, call_kwargs: dict | None = None):
+        self.pipe, self.prompts, self.cfg = pipe, prompts, cfg
+        self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
+
+    def run(self, stack: Stack | None) -> tuple[torch.Tensor, float]:
+        """Images and the median denoising seconds per image over the batches."""
+        from accel.bench.driver import denoise_timer
+        from accel.pipelines.calls import condition
+
+        cfg = self.cfg
+        call = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance}
+        if stack is not None:
+            call.update(stack.call_defaults())
+            accel.apply(self.pipe, **stack.apply_kwargs(self.pipe, call["num_inference_steps"], cfg.guidance))
+        images, per = [], []
+        try:
+            with denoise_timer(self.pipe) as timer:
+                for i, b in enumerate(range(0, len(self.prompts), cfg.batch)):
+                    chunk = self.prompts[b: b + cfg.batch]
+                    timer.start()
+                    out = self.pipe(generator=torch.Generator().manual_seed(cfg.seed + i), **self.kwargs, **call,
+                                    **condition(self.pipe, chunk, call["guidance_scale"])).images
+                    per.append(timer.seconds / len(chunk))
+                    images.append(out.float().cpu())
+        finally:
+            if stack is not None:
+                accel.remove(self.pipe)
+        return torch.cat(images), statistics.median(per)
+
+
+class _Clock:
+    """Seconds spent by the run, across restarts (``state.json``)."""
+
+    def __init__(self, path: Path, budget_s: float, rank: int):
+        self.path, self.budget, self.rank = path, budget_s, rank
+        self.base = json.loads(path.read_text())["elapsed"] if path.exists() else 0.0
+        self.t0 = time.time()
+
+    def elapsed(self) -> float:
+        return self.base + time.time() - self.t0
+
+    def save(self) -> None:
+        if self.rank == 0:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"elapsed": round(self.elapsed(), 1)}))
+            tmp.replace(self.path)
+
+    def deadline(self, stage: str) -> float:
+        """The ``time.time()`` at which ``stage`` must end."""
+        return time.time() + STAGE_ENDS[stage] * self.budget - self.elapsed()
+
+
+class _Search:
+    """The candidates measured so far (``candidates.jsonl``) and the measuring of new ones, sharded over processes."""
+
+    def __init__(self, runner: Runner, scorer: Scorer, plain_seconds: float, out: Path, clock: _Clock,
+                 rank: int, world: int):
+        self.runner, self.scorer, self.plain_seconds = runner, scorer, plain_seconds
+        self.path, self.clock, self.rank, self.world = out / "candidates.jsonl", clock, rank, world
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                self.records[d["key"]] = d
+
+    def measure(self, stage: str, stacks: list[Stack], deadline: float | None = None) -> list[dict]:
+        """The records of ``stacks`` (measuring those not yet measured, until ``deadline``)."""
+        keys = [s.shorthand() for s in stacks]
+        todo = [keys.index(k) for k in dict.fromkeys(keys) if k not in self.records]
+        mine = todo[self.rank::self.world]
+        new = {}
+        for i in tqdm(mine, desc=f"tune: {stage}", disable=self.rank > 0):
+            if deadline is not None and time.time() >= deadline:
+                break
+            new[keys[i]] = self._one(stage, keys[i], stacks[i])
+            if self.world == 1:
+                self._append([new[keys[i]]])
+        if self.world > 1:
+            for part in gather(new, self.world):
+                new.update(part)
+            if self.rank == 0:
+                self._append(list(new.values()))
+        self.records.update(new)
+        self.clock.save()
+        return [self.records[k] for k in keys if k in self.records]
+
+    def _one(self, stage: str, key: str, stack: Stack) -> dict:
+        rec = {"key": key, "stage": stage, "stack": stack.to_dict()}
+        try:
+            images, seconds = self.runner.run(stack)
+        except (ValueError, KeyError, FileNotFoundError, NotImplementedError, FloatingPointError) as e:
+            return {**rec, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+        m = self.scorer(images)
+        return {**rec, **m, "seconds_per_image": seconds, "speedup": self.plain_seconds / seconds}
+
+    def _append(self, recs: list[dict]) -> None:
+        with open(self.path, "a") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+
+    def measured(self) -> list[dict]:
+        return [r for r in self.records.values() if "error" not in r]
+
+
+# -- the stages ---------------------------------------------------------------------------------------------------------
+def grid(cfg: TuneConfig) -> list[Stack]:
+    """Every solver x NFE x guidance method, lowest NFE first."""
+    out = []
+    for nfe in sorted(cfg.nfes):
+        for s in cfg.solvers:
+            for g in cfg.guidance_methods:
+                out.append(Stack(SolverSpec.parse(s), nfe, None, None if g == "cfg" else guidance_from_spec(g)))
+    return out
+
+
+def _call_guidance(stack: Stack, cfg: TuneConfig) -> float:
+    return call_scale(stack.guidance) if stack.guidance is not None else cfg.guidance
+
+
+def steps_jobs(records: list[dict], cfg: TuneConfig) -> list[Stack]:
+    """The configurations that get learned steps: the best quality at each of the ``learned_steps`` lowest NFEs."""
+    base = [r for r in records if r["stage"] == "grid" and r["stack"]["solver"] and r["stack"]["steps"] >= 2]
+    jobs = []
+    for nfe in sorted({r["stack"]["steps"] for r in base})[: cfg.learned_steps]:
+        best = min((r for r in base if r["stack"]["steps"] == nfe), key=lambda r: r["quality_loss"])
+        jobs.append(Stack.from_dict(best["stack"]))
+    return jobs
+
+
+def cache_jobs(records: list[dict], cfg: TuneConfig) -> list[Stack]:
+    """The configurations an ECAD schedule is searched in: the fastest inside the quality bound, one per solver and
+    NFE (target mode: the best quality at half the target speed-up or more)."""
+    pool = [r for r in records if r["stage"] in ("grid", "steps") and r["stack"]["cache"] is None]
+    if cfg.target_speedup is None:
+        pool = sorted((r for r in pool if within(r, cfg)), key=lambda r: -r["speedup"])
+    else:
+        pool = sorted((r for r in pool if r["speedup"] >= cfg.target_speedup / 2), key=lambda r: r["quality_loss"])
+    jobs, seen = [], set()
+    for r in pool:
+        s = Stack.from_dict(r["stack"])
+        if (s.solver.name, s.steps) not in seen and s.steps >= 3:  # over 2 steps a cache reuses one at most
+            seen.add((s.solver.name, s.steps))
+            jobs.append(s)
+        if len(jobs) == cfg.cache_searches:
+            break
+    return jobs
+
+
+def _label(stack: Stack) -> str:
+    g = "cfg" if stack.guidance is None else f"apg{stack.guidance.scale:g}" if hasattr(stack.guidance, "eta") \
+        else "facfg"
+    return f"{stack.solver.name.replace('+', 'p')}-{stack.steps}-{g}" + ("-learned" if stack.solver.steps else "")
+
+
+def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float,
+              call_kwargs: dict | None) -> Stack:
+    """``stack`` with a learned step file (learned now, or read back from an earlier run)."""
+    from .steps import learn_steps
+
+    path = out / "steps" / f"{_label(stack)}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lp = prompts[:LD3_PROMPTS]
+        half = max(1, len(lp) // 2)
+        # departure: APG stacks learn their steps on the CFG ODE at the APG scale (the learner's guided denoiser
+        # is CFG's; APG's projection and momentum are not in it)
+        learned = learn_steps(pipe, SolverSpec(stack.solver.name, stack.solver.file).name_for(), stack.steps,
+                              lp[:half], lp[half:] or lp[:half], _call_guidance(stack, cfg), seed=cfg.seed,
+                              batch=cfg.batch, call_kwargs=call_kwargs, checkpoint=str(path) + ".partial",
+                              progress=False, deadline=deadline)
+        learned.save(path)
+    return replace(stack, solver=replace(stack.solver, steps=str(path)))
+
+
+def ecad_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float, reference: bool,
+             call_kwargs: dict | None) -> list[Stack]:
+    """``stack`` with each schedule of an ECAD front searched inside it."""
+    from .bac import prompt_batches
+    from .ecad import ECADConfig, run_ecad
+
+    g = stack.guidance
+    spec = None if g is None else (f"apg:{g.scale}:{g.eta}:{g.momentum}:{g.norm_threshold or 0.0}"
+                                   if hasattr(g, "eta") else f"facfg:{g.scale_low}:{g.scale_high}:{g.cutoff}")
+    ecfg = ECADConfig(steps=stack.steps, guidance=cfg.guidance, pop_size=cfg.ecad_pop, generations=60,
+                      quality="fd_domain+5*alignment" if reference else "fidelity+fd_plain", seed=cfg.seed,
+                      seed_intervals=tuple(k for k in (2, 3) if k < stack.steps), solver=stack.solver.name_for(),
+                      guidance_method=spec, cost="latency", granularity="block", max_cost=0.95)
+    folder = out / "ecad" / _label(stack)
+    res = run_ecad(pipe, prompt_batches(prompts, cfg.batch, pipe, _call_guidance(stack, cfg)), folder, ecfg,
+                   call_kwargs=call_kwargs, progress=False, deadline=deadline)
+    return [replace(stack, cache=CacheSpec(file=str(folder / f["file"]))) for f in res.front]
+
+
+def pareto(records: list[dict], speed: str = "speedup") -> list[dict]:
+    """The records no other beats on both speed and quality loss, fastest last."""
+    front = [r for r in records if not any(
+        o[speed] >= r[speed] and o["quality_loss"] <= r["quality_loss"]
+        and (o[speed] > r[speed] or o["quality_loss"] < r["quality_loss"]) for o in records)]
+    return sorted(front, key=lambda r: r[speed])
+
+
+def for_validation(records: list[dict], cfg: TuneConfig) -> list[dict]:
+    """The candidates the validation runs: the calibration front and the fastest inside the bound (target mode: the
+    best quality near the target), at most ``validation_rows``, fastest first."""
+    front = pareto(records)
+    if cfg.target_speedup is None:
+        near = sorted((r for r in records if within(r, cfg)), key=lambda r: -r["speedup"])
+        front = [r for r in front if r["speedup"] >= 1.0]
+    else:
+        near = sorted((r for r in records if r["speedup"] >= 0.8 * cfg.target_speedup), key=lambda r: r["quality_loss"])
+    picked = {}
+    # the best of the front first: its fastest members are the ones furthest outside the bound
+    for r in near[: cfg.validation_rows // 2] + sorted(front, key=lambda r: r["quality_loss"]):
+        if len(picked) < cfg.validation_rows:
+            picked.setdefault(r["key"], r)
+    return sorted(picked.values(), key=lambda r: -r["speedup"])
+
+
+def write_config(stack: Stack, folder: Path, **meta) -> Path:
+    """``folder/config.json`` with copies of the stack's files beside it (a folder that moves as one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def copy(p: str | None, name: str) -> str | None:
+        if p is None:
+            return None
+        dest = folder / f"{name}{Path(p).suffix}"
+        shutil.copyfile(p, dest)
+        return dest.name
+
+    solver = stack.solver and replace(stack.solver, file=copy(stack.solver.file, "solver-statistics"),
+                                      steps=copy(stack.solver.steps, "steps"))
+    cache = stack.cache and (replace(stack.cache, file=copy(stack.cache.file, "schedule")) if stack.cache.file
+                             else stack.cache)
+    return replace(stack, solver=solver, cache=cache, metadata={**stack.metadata, **meta}).save(folder / "config.json")
+
+
+def _plot(rows: list[dict], front: list[dict], chosen: dict | None, path: Path, bound: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.scatter([r["validation"]["speedup"] for r in rows], [r["validation"]["quality_loss"] for r in rows],
+               color="tab:gray", s=14, label="validated candidates")
+    ax.plot([r["validation"]["speedup"] for r in front], [r["validation"]["quality_loss"] for r in front], "o-",
+            label="Pareto set")
+    if chosen is not None:
+        ax.scatter([chosen["validation"]["speedup"]], [chosen["validation"]["quality_loss"]], marker="*", s=160,
+                   color="tab:red", label="chosen", zorder=3)
+    ax.scatter([1.0], [0.0], marker="x", color="black", label="plain pipeline")
+    if bound is not None:
+        ax.axhline(bound, color="tab:red", lw=0.8, ls="--")
+    ax.set_xlabel("speed-up of the denoising loop (validation, measured)")
+    ax.set_ylabel("quality loss (validation, lower is better)")
+    ax.set_title("accel tune: validated candidates")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- the run ------------------------------------------------------------------------------------------------------------
+def split_prompts(prompts: list[str], seed: int = 0) -> tuple[list[str], list[str]]:
+    """(search, validation): a seeded half of the distinct prompts is held out for the validation, so no prompt is
+    in both (drawn at random, not alternately: an ordered list, e.g. classes in turn, would split by kind)."""
+    import random
+
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < 2:
+        raise ValueError("the tune needs at least 2 distinct prompts (half search, half validate)")
+    random.Random(seed).shuffle(distinct)
+    held = set(distinct[::2])
+    return [p for p in prompts if p not in held], [p for p in prompts if p in held]
+
+
+def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str | Path, call_kwargs: dict | None = None,
+         device: str = "cpu", dtype: str = "float32") -> TuneResult:
+    """Search, validate and choose (module docstring); ``pipeline`` is what the validation bench loads (the name or
+    folder ``pipe`` came from). Resumable with the same arguments."""
+    from accel.bench import BenchConfig, run_bench
+    from accel.pipelines.data import label_of_caption
+    from accel.pipelines.families import find_denoiser, fingerprint
+
+    rank, world = rank_world()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**asdict(cfg), "prompts": prompts, "pipeline": pipeline, "call_kwargs": call_kwargs or {}}
+    settings = json.loads(json.dumps(settings))
+    path = out / "tune.json"
+    if path.exists() and json.loads(path.read_text()) != settings:
+        raise ValueError(f"{out} holds a tune with other settings; use another --out or the same settings")
+    if rank == 0:
+        path.write_text(json.dumps(settings, indent=1))
+    if world > 1:
+        torch.set_num_threads(1)
+    clock = _Clock(out / "state.json", 60.0 * cfg.budget_minutes, rank)
+    search_prompts, valid_prompts = split_prompts(prompts, cfg.seed)
+    reference = getattr(pipe, "accel_reference", None) is not None
+    labels = [label_of_caption(p) for p in search_prompts] if reference else None
+    if labels is not None and None in labels:
+        labels = None  # prompts that name no reference class: the generic measure
+    runner = Runner(pipe, search_prompts, cfg, call_kwargs)
+    plain, plain_seconds = runner.run(None)
+    search = _Search(runner, Scorer(plain, labels), plain_seconds, out, clock, rank, world)
+    kinds = "fd_domain and alignment" if labels is not None else "1 - SSIM"
+    if rank == 0:
+        tqdm.write(f"tune: {len(search_prompts)} search prompts, {len(valid_prompts)} validation prompts; quality: "
+                   f"{kinds} against the plain pipeline ({cfg.steps} steps, CFG {cfg.guidance})")
+
+    # 1. the grid: solvers a pipeline cannot take (v3 without statistics, ...) are measured once and dropped
+    stacks, dropped = grid(cfg), {}
+    for s in list(stacks):
+        name = s.solver.name_for(cfg.guidance)  # as the runner applies it (DC: ratios for the plain CFG scale)
+        if name.split(":")[0] in dropped:
+            continue
+        try:
+            from accel.solvers.named import solver_from_name
+
+            solver_from_name(pipe, name)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            dropped[name.split(":")[0]] = str(e).splitlines()[0]
+    stacks = [s for s in stacks if s.solver.name not in dropped]
+    if rank == 0:
+        for k, why in dropped.items():
+            tqdm.write(f"tune: solver {k} left out: {why}")
+    search.measure("grid", stacks, clock.deadline("grid"))
+
+    # 2. learned steps
+    mine, learned = steps_jobs(search.measured(), cfg)[rank::world], []
+    end = clock.deadline("steps")
+    for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
+        learned.append(learn_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(mine) - k),
+                                 call_kwargs))
+        clock.save()
+    learned = [s for part in gather(learned, world) for s in part]
+    search.measure("steps", learned)
+
+    # 3. cache schedules inside the fastest configurations
+    has_pymoo = True
+    try:
+        import pymoo  # noqa: F401
+    except ImportError:
+        has_pymoo = False
+        if rank == 0:
+            tqdm.write("tune: cache stage left out: ECAD needs pymoo (pip install 'accel[calibrate]')")
+    jobs = cache_jobs(search.measured(), cfg) if has_pymoo else []
+    end = clock.deadline("cache")
+    for k, job in enumerate(jobs):
+        cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
+                          labels is not None, call_kwargs)
+        search.measure("cache", cached)
+        clock.save()
+
+    # 4. validation on the held-out split, by the bench
+    cands = for_validation(search.measured(), cfg)
+    fp = fingerprint(find_denoiser(pipe)[1])
+    if not cands:
+        return _finish(out, [], cfg, rank, "no candidate ran on this pipeline (candidates.jsonl has the errors)", fp)
+    folder = out / "validation" / "configs"
+    methods = ["plain"]
+    for i, r in enumerate(cands):
+        if rank == 0:
+            write_config(replace(Stack.from_dict(r["stack"]), fingerprint=fp), folder / f"c{i:02d}")
+        methods.append(f"config:{folder / f'c{i:02d}' / 'config.json'}")
+    gather(None, world)  # the files exist before any process reads them
+    metrics = ("fd_domain", "alignment", "ssim") if labels is not None else ("ssim", "psnr")
+    bench = BenchConfig(pipeline=pipeline, methods=tuple(methods), prompts=valid_prompts,
+                        num_images=len(valid_prompts), steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
+                        batch=cfg.batch, out=str(out / "validation"), fd_effnet=False, metrics=metrics,
+                        score_all_prompts=True, device=device, dtype=dtype,
+                        height=(call_kwargs or {}).get("height"), width=(call_kwargs or {}).get("width"))
+    bench_rows = run_bench(bench)
+    clock.save()
+    if rank > 0:
+        return TuneResult(str(out))
+    by_method = {r["method"]: r for r in bench_rows}
+    base = bench_rows[0]
+    rows = []
+    for i, r in enumerate(cands):
+        b = by_method.get(methods[i + 1])
+        if b is None or not b.get("speedup_denoise"):
+            continue  # the bench recorded why (validation/results.json)
+        v = {"speedup": b["speedup_denoise"], "ssim": b.get("ssim")}
+        if labels is not None:
+            v.update(fd_domain=b["fd_domain"], alignment=b["alignment"],
+                     **relative(b["fd_domain"], b["alignment"], base["fd_domain"], base["alignment"]))
+        else:
+            v["quality_loss"] = 1.0 - b["ssim"]
+        calib = {k: r[k] for k in ("speedup", "quality_loss", "fd_rel", "alignment_drop", "ssim") if k in r}
+        rows.append({"key": r["key"], "stack": r["stack"], "stage": r["stage"], "calibration": calib,
+                     "validation": v, "within": within(v, cfg)})
+    return _finish(out, rows, cfg, rank, "", fp, base, clock)
+
+
+def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: str, fp: str,
+            base: dict | None = None, clock: _Clock | None = None) -> TuneResult:
+    """The validated Pareto set (``pareto/``), the chosen config (``chosen/``), ``index.json`` and ``pareto.png``."""
+    flat = [{**r, "speedup": r["validation"]["speedup"], "quality_loss": r["validation"]["quality_loss"]} for r in rows]
+    front = pareto(flat)
+    if cfg.target_speedup is None:
+        ok = [r for r in flat if r["within"]]
+        chosen = max(ok, key=lambda r: r["speedup"]) if ok else None
+        if chosen is None and not message:
+            best = min(flat, key=lambda r: r["quality_loss"]) if flat else None
+            message = ("no validated candidate stays inside the quality bound" +
+                       (f" (the closest: quality loss {best['quality_loss']:.3f} at {best['speedup']:.2f}x)" if best
+                        else ""))
+    else:
+        ok = [r for r in flat if r["speedup"] >= cfg.target_speedup]
+        chosen = min(ok, key=lambda r: r["quality_loss"]) if ok else None
+        if chosen is None and not message:
+            fastest = max(flat, key=lambda r: r["speedup"]) if flat else None
+            message = (f"no validated candidate reaches {cfg.target_speedup:g}x" +
+                       (f" (the fastest: {fastest['speedup']:.2f}x)" if fastest else ""))
+    for d in (out / "pareto", out / "chosen"):
+        if rank == 0:
+            shutil.rmtree(d, ignore_errors=True)
+    entries = []
+    for j, r in enumerate(front):
+        entries.append({**{k: r[k] for k in ("stage", "calibration", "validation", "within")},
+                        "shorthand": Stack.from_dict(r["stack"]).shorthand(), "folder": f"pareto/config_{j:02d}"})
+        if rank == 0:
+            write_config(replace(Stack.from_dict(r["stack"]), fingerprint=fp), out / "pareto" / f"config_{j:02d}",
+                         calibration=r["calibration"], validation=r["validation"])
+    chosen_path = None
+    if chosen is not None:
+        chosen_path = str(out / "chosen" / "config.json")
+        if rank == 0:
+            write_config(replace(Stack.from_dict(chosen["stack"]), fingerprint=fp), out / "chosen",
+                         calibration=chosen["calibration"], validation=chosen["validation"], tune=asdict(cfg))
+        message = (f"chosen: {Stack.from_dict(chosen['stack']).shorthand()} at {chosen['speedup']:.2f}x "
+                   f"(validation), quality loss {chosen['quality_loss']:.3f}")
+    index = {"config": asdict(cfg), "seconds": round(clock.elapsed(), 1) if clock else None,
+             "plain_validation": {k: base.get(k) for k in ("fd_domain", "alignment", "latency_denoise")} if base else None,
+             "pareto": entries, "validated": [{k: r[k] for k in ("key", "stage", "calibration", "validation", "within")}
+                                               for r in rows],
+             "chosen": chosen_path and "chosen/config.json", "message": message}
+    if rank == 0:
+        (out / "index.json").write_text(json.dumps(index, indent=1))
+        if rows:
+            _plot(flat, front, chosen, out / "pareto.png", cfg.max_quality_loss)
+    return TuneResult(str(out), entries, chosen_path, message)

@@ -1,0 +1,161 @@
+"""accel tune: its pieces (Pareto set, prompt split, targets, bounds), a config folder that moves as one, the tune on a
+saved SD3 folder resuming after kill -9, two processes, and bad arguments refused before anything loads."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import accel
+from accel.cli import main
+from accel.calibrate.tune import TuneConfig, pareto, relative, split_prompts, within, write_config
+from accel.stack import CacheSpec, SolverSpec, Stack
+from launch import launch_two
+from user_models import prompt_file, save
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+
+def test_pareto_keeps_what_nothing_beats_on_both():
+    recs = [{"speedup": s, "quality_loss": q} for s, q in [(2, 0.1), (3, 0.1), (3, 0.3), (5, 0.2), (4, 0.25), (1, 0)]]
+    assert [(r["speedup"], r["quality_loss"]) for r in pareto(recs)] == [(1, 0), (3, 0.1), (5, 0.2)]
+
+
+def test_split_is_seeded_disjoint_and_keeps_repeats_together():
+    prompts = [f"p{i % 10}" for i in range(40)]
+    search, valid = split_prompts(prompts, seed=3)
+    assert not set(search) & set(valid) and len(search) + len(valid) == 40
+    assert split_prompts(prompts, seed=3) == (search, valid) and split_prompts(prompts, seed=4) != (search, valid)
+    with pytest.raises(ValueError, match="2 distinct"):
+        split_prompts(["same"] * 5)
+
+
+def test_targets_and_bounds():
+    assert TuneConfig().max_quality_loss == 0.1  # the default target
+    with pytest.raises(ValueError, match="one target"):
+        TuneConfig(max_quality_loss=0.1, target_speedup=6)
+    with pytest.raises(ValueError):
+        TuneConfig(budget_minutes=0)
+    with pytest.raises(ValueError):
+        TuneConfig(solvers=("euler",))
+    cfg = TuneConfig(max_quality_loss=0.1, max_alignment_drop=2.0)
+    m = relative(fd=77.0, align=0.84, plain_fd=70.0, plain_align=0.85)
+    assert m["fd_rel"] == pytest.approx(0.1) and m["alignment_drop"] == pytest.approx(1.0)
+    assert m["quality_loss"] == pytest.approx(0.1 + 1.0 / 20)
+    assert within(m, cfg)
+    assert not within(relative(78.0, 0.85, 70.0, 0.85), cfg)  # fd_domain 11% above
+    assert not within(relative(70.0, 0.82, 70.0, 0.85), cfg)  # 3 alignment points lost
+    assert within({"quality_loss": 0.05}, cfg) and not within({"quality_loss": 0.2}, cfg)  # 1 - SSIM elsewhere
+    assert within(relative(200.0, 0.0, 70.0, 0.85), TuneConfig(target_speedup=6))  # target mode: no bound
+
+
+def test_a_config_folder_moves_as_one(tmp_path):
+    """``write_config`` copies the stack's files beside it; loaded from anywhere, the paths point beside it."""
+    from tiny import tiny_pixart
+
+    pipe = tiny_pixart()
+    sched = accel.CacheSchedule.uniform(pipe, 4, 2)
+    sched.save(tmp_path / "elsewhere.json")
+    stack = Stack(SolverSpec("dpm++"), 4, CacheSpec(file=str(tmp_path / "elsewhere.json")))
+    write_config(stack, tmp_path / "a" / "tuned", note="x")
+    os.rename(tmp_path / "a" / "tuned", tmp_path / "moved")
+    (tmp_path / "elsewhere.json").unlink()
+    loaded = Stack.load(tmp_path / "moved" / "config.json")
+    assert loaded.cache.file == str(tmp_path / "moved" / "schedule.json") and loaded.metadata["note"] == "x"
+    kw = loaded.apply_kwargs(pipe, 4)
+    assert kw["solver"] == "dpm++" and kw["cache"] == str(tmp_path / "moved" / "schedule.json")
+    assert Stack.from_shorthand("solver:4:unipc:steps=missing.json").beside(tmp_path).solver.steps == "missing.json"
+
+
+@pytest.fixture(scope="module")
+def sd3(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune-user")
+    return save("sd3", root), prompt_file(root)
+
+
+def _tune_args(folder, prompts, out) -> list[str]:
+    return ["tune", "--pipeline", str(folder), "--prompts", str(prompts), "--height", "16", "--width", "16",
+            "--steps", "6", "--solvers", "dpm++,unipc", "--nfe", "3,4", "--guidance-methods", "cfg,apg:4.5",
+            "--learned-steps", "1", "--cache-searches", "1", "--budget-minutes", "0.5", "--batch", "4",
+            "--out", str(out)]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_tune_on_a_saved_sd3_folder_resumes_after_kill_and_writes_a_loadable_config(sd3, tmp_path, capsys):
+    folder, prompts = sd3
+    out = tmp_path / "tune"
+    p = subprocess.Popen([sys.executable, "-m", "accel.cli", *_tune_args(folder, prompts, out)], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cands = out / "candidates.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None and (
+            not cands.exists() or len(cands.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL  # killed mid-search, not finished
+    n_before = len(cands.read_text().splitlines())
+    assert n_before >= 3 and not (out / "index.json").exists()
+    assert main(_tune_args(folder, prompts, out)) == 0
+    assert "chosen" in capsys.readouterr().out
+    recs = [json.loads(line) for line in cands.read_text().splitlines() if line.strip().endswith("}")]
+    keys = [r["key"] for r in recs]
+    assert len(keys) == len(set(keys)) and len(keys) > n_before  # nothing measured twice
+    stages = {r["stage"] for r in recs}
+    assert {"grid", "steps", "cache"} <= stages, stages  # learned steps and an ECAD schedule were searched
+    index = json.loads((out / "index.json").read_text())
+    assert index["pareto"] and (out / "pareto.png").exists()
+    assert "fd_domain" not in json.dumps(index["validated"])  # a user's model: the generic measure only
+    # the chosen config loads and runs from a folder of its own
+    chosen = Stack.load(out / "chosen" / "config.json")
+    assert chosen.metadata["validation"]["quality_loss"] <= 0.1
+    from accel.pipelines import load_pipeline
+
+    pipe = load_pipeline(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    accel.apply(pipe, config=out / "chosen" / "config.json")
+    img = pipe(["a red dress"], height=16, width=16, output_type="pt", **pipe.accel_defaults).images
+    assert torch.isfinite(img).all()
+    accel.remove(pipe)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_share_the_candidates(sd3, tmp_path):
+    pytest.importorskip("accelerate")
+    folder, prompts = sd3
+    out = tmp_path / "two"
+    args = _tune_args(folder, prompts, out)
+    args[args.index("--learned-steps") + 1] = "2"  # one step file on each process
+    launch_two(["-m", "accel.cli", *args], env=ENV)
+    recs = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    keys = [r["key"] for r in recs]
+    assert len(keys) == len(set(keys))
+    assert sum(r["stage"] == "grid" for r in recs) == 8  # the whole grid, each candidate once
+    assert len(list((out / "steps").glob("*.json"))) == 2
+    assert (out / "chosen" / "config.json").exists() or json.loads((out / "index.json").read_text())["message"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-quality-loss", "0.1", "--target-speedup", "6"], None),  # argparse: one target
+    (["--nfe", "3,x"], "--nfe"),
+    (["--solvers", "euler"], "solver 'euler'"),
+    (["--budget-minutes", "0"], "budget_minutes"),
+    (["--guidance-methods", "cfg,apg"], "guidance"),
+])
+def test_bad_arguments_are_refused_before_loading(extra, message, tmp_path, capsys):
+    args = ["tune", "--pipeline", str(tmp_path / "not-there"), "--out", str(tmp_path / "t"), *extra]
+    if message is None:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        return
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
