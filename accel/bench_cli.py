@@ -33,7 +33,7 @@ def _run(a) -> None:
     for m in methods:  # fail before loading anything
         try:
             rows.append(make_row(m))
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ImportError) as e:  # ImportError: a diffusers without that cache
             msg = str(e)
             raise InputError(msg if repr(m) in msg else f"bench method {m!r}: {msg}") from None
     if parallel is not None:

@@ -30,6 +30,8 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import shutil
 import statistics
@@ -150,12 +152,13 @@ class Runner:
         self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
 
     def run(self, stack: Stack | None) -> tuple[torch.Tensor, float]:
-        """Images and the median denoising seconds per image over the batches."""
+        """Images and the median denoising seconds per image over the batches after the first (its one-time costs
+        are not the stack's speed; with one batch, that one)."""
         from accel.bench.driver import denoise_timer
         from accel.pipelines.calls import condition
 
         cfg = self.cfg
-        call = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance}
+        call = {**self.kwargs, "num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance}
         if stack is not None:
             call.update(stack.call_defaults())
             accel.apply(self.pipe, **stack.apply_kwargs(self.pipe, call["num_inference_steps"], cfg.guidance))
@@ -165,14 +168,14 @@ class Runner:
                 for i, b in enumerate(range(0, len(self.prompts), cfg.batch)):
                     chunk = self.prompts[b: b + cfg.batch]
                     timer.start()
-                    out = self.pipe(generator=torch.Generator().manual_seed(cfg.seed + i), **self.kwargs, **call,
-                                    **condition(self.pipe, chunk, call["guidance_scale"])).images
+                    out = self.pipe(generator=torch.Generator().manual_seed(cfg.seed + i),
+                                    **{**call, **condition(self.pipe, chunk, call["guidance_scale"])}).images
                     per.append(timer.seconds / len(chunk))
                     images.append(out.float().cpu())
         finally:
             if stack is not None:
                 accel.remove(self.pipe)
-        return torch.cat(images), statistics.median(per)
+        return torch.cat(images), statistics.median(per[1:] or per)
 
 
 class _Clock:
@@ -217,39 +220,44 @@ class _Search:
         """The records of ``stacks`` (measuring those not yet measured, until ``deadline``)."""
         keys = [s.shorthand() for s in stacks]
         todo = [keys.index(k) for k in dict.fromkeys(keys) if k not in self.records]
-        mine = todo[self.rank::self.world]
-        new = {}
-        for i in tqdm(mine, desc=f"tune: {stage}", disable=self.rank > 0):
-            if deadline is not None and time.time() >= deadline:
+        rounds = -(-len(todo) // self.world)  # each round: one candidate per process, then every record is shared
+        for r in tqdm(range(rounds), desc=f"tune: {stage}", disable=self.rank > 0):
+            if gather(deadline is not None and time.time() >= deadline, self.world)[0]:  # rank 0 decides for all
                 break
-            new[keys[i]] = self._one(stage, keys[i], stacks[i])
-            if self.world == 1:
-                self._append([new[keys[i]]])
-        if self.world > 1:
-            for part in gather(new, self.world):
-                new.update(part)
+            j, mine = r * self.world + self.rank, {}
+            if j < len(todo):
+                mine[keys[todo[j]]] = self._one(stage, keys[todo[j]], stacks[todo[j]])
+            got = {k: v for part in gather(mine, self.world) for k, v in part.items()}  # rank order on every rank
             if self.rank == 0:
-                self._append(list(new.values()))
-        self.records.update(new)
-        self.clock.save()
+                self._append(list(got.values()))
+            self.records.update(got)
+            self.clock.save()
         return [self.records[k] for k in keys if k in self.records]
 
     def _one(self, stage: str, key: str, stack: Stack) -> dict:
         rec = {"key": key, "stage": stage, "stack": stack.to_dict()}
-        try:
+        try:  # a candidate that cannot run here is recorded with its reason, as the bench records a row
             images, seconds = self.runner.run(stack)
-        except (ValueError, KeyError, FileNotFoundError, NotImplementedError, FloatingPointError) as e:
-            return {**rec, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
-        m = self.scorer(images)
+            if not torch.isfinite(images).all():
+                raise FloatingPointError("non-finite images")
+            m = self.scorer(images)
+        except Exception as e:  # noqa: BLE001
+            return {**rec, "error": _reason(e)}
         return {**rec, **m, "seconds_per_image": seconds, "speedup": self.plain_seconds / seconds}
 
     def _append(self, recs: list[dict]) -> None:
+        cut = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         with open(self.path, "a") as f:
+            f.write("\n" if cut else "")  # a line cut by a kill stays on its own
             for r in recs:
                 f.write(json.dumps(r) + "\n")
 
     def measured(self) -> list[dict]:
         return [r for r in self.records.values() if "error" not in r]
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
 
 
 # -- the stages ---------------------------------------------------------------------------------------------------------
@@ -258,8 +266,11 @@ def grid(cfg: TuneConfig) -> list[Stack]:
     out = []
     for nfe in sorted(cfg.nfes):
         for s in cfg.solvers:
+            spec = SolverSpec.parse(s)
+            if spec.name == "dc" and spec.guidance is None:  # ratios for the plain CFG scale, written in the config
+                spec = replace(spec, guidance=cfg.guidance)
             for g in cfg.guidance_methods:
-                out.append(Stack(SolverSpec.parse(s), nfe, None, None if g == "cfg" else guidance_from_spec(g)))
+                out.append(Stack(spec, nfe, None, None if g == "cfg" else guidance_from_spec(g)))
     return out
 
 
@@ -280,6 +291,8 @@ def steps_jobs(records: list[dict], cfg: TuneConfig) -> list[Stack]:
 def cache_jobs(records: list[dict], cfg: TuneConfig) -> list[Stack]:
     """The configurations an ECAD schedule is searched in: the fastest inside the quality bound, one per solver and
     NFE (target mode: the best quality at half the target speed-up or more)."""
+    if cfg.cache_searches <= 0:
+        return []
     pool = [r for r in records if r["stage"] in ("grid", "steps") and r["stack"]["cache"] is None]
     if cfg.target_speedup is None:
         pool = sorted((r for r in pool if within(r, cfg)), key=lambda r: -r["speedup"])
@@ -314,11 +327,12 @@ def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path
         half = max(1, len(lp) // 2)
         # departure: APG stacks learn their steps on the CFG ODE at the APG scale (the learner's guided denoiser
         # is CFG's; APG's projection and momentum are not in it)
-        learned = learn_steps(pipe, SolverSpec(stack.solver.name, stack.solver.file).name_for(), stack.steps,
+        learned = learn_steps(pipe, replace(stack.solver, steps=None).name_for(), stack.steps,
                               lp[:half], lp[half:] or lp[:half], _call_guidance(stack, cfg), seed=cfg.seed,
                               batch=cfg.batch, call_kwargs=call_kwargs, checkpoint=str(path) + ".partial",
                               progress=False, deadline=deadline)
-        learned.save(path)
+        learned.save(path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # a file cut by a kill is never taken for a learned one
     return replace(stack, solver=replace(stack.solver, steps=str(path)))
 
 
@@ -338,7 +352,20 @@ def ecad_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path,
     folder = out / "ecad" / _label(stack)
     res = run_ecad(pipe, prompt_batches(prompts, cfg.batch, pipe, _call_guidance(stack, cfg)), folder, ecfg,
                    call_kwargs=call_kwargs, progress=False, deadline=deadline)
-    return [replace(stack, cache=CacheSpec(file=str(folder / f["file"]))) for f in res.front]
+    rank, world = rank_world()
+    gather(None, world)  # rank 0 has written the front's files
+    # each schedule under a name of its content: a resumed search that rewrites schedule_NN.json with another
+    # front cannot pair a measured record with a schedule it was not measured on
+    paths = []
+    for f in res.front:
+        data = (folder / f["file"]).read_bytes()
+        path = folder / "front" / f"{hashlib.sha1(data).hexdigest()[:16]}.json"
+        if rank == 0 and not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+        paths.append(path)
+    gather(None, world)
+    return [replace(stack, cache=CacheSpec(file=str(p))) for p in paths]
 
 
 def pareto(records: list[dict], speed: str = "speedup") -> list[dict]:
@@ -411,6 +438,13 @@ def _plot(rows: list[dict], front: list[dict], chosen: dict | None, path: Path, 
 
 
 # -- the run ------------------------------------------------------------------------------------------------------------
+def has_cfg_batch(pipe) -> bool:
+    """False for a pipeline whose calls have no CFG for a guidance method to act on (guidance-distilled FLUX)."""
+    from accel.pipelines.calls import uses_true_cfg
+
+    return not ("true_cfg_scale" in inspect.signature(type(pipe).__call__).parameters and not uses_true_cfg(pipe))
+
+
 def split_prompts(prompts: list[str], seed: int = 0) -> tuple[list[str], list[str]]:
     """(search, validation): a seeded half of the distinct prompts is held out for the validation, so no prompt is
     in both (drawn at random, not alternately: an ordered list, e.g. classes in turn, would split by kind)."""
@@ -435,21 +469,26 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     rank, world = rank_world()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**asdict(cfg), "prompts": prompts, "pipeline": pipeline, "call_kwargs": call_kwargs or {}}
+    settings = {**asdict(cfg), "prompts": prompts, "pipeline": pipeline, "call_kwargs": call_kwargs or {},
+                "device": device, "dtype": dtype}
     settings = json.loads(json.dumps(settings))
     path = out / "tune.json"
-    if path.exists() and json.loads(path.read_text()) != settings:
-        raise ValueError(f"{out} holds a tune with other settings; use another --out or the same settings")
+    same = True
     if rank == 0:
-        path.write_text(json.dumps(settings, indent=1))
+        same = not path.exists() or json.loads(path.read_text()) == settings
+        if same:
+            path.with_suffix(".tmp").write_text(json.dumps(settings, indent=1))
+            path.with_suffix(".tmp").replace(path)
+    if not gather(same, world)[0]:  # every process stops, or none
+        raise ValueError(f"{out} holds a tune with other settings; use another --out or the same settings")
     if world > 1:
         torch.set_num_threads(1)
     clock = _Clock(out / "state.json", 60.0 * cfg.budget_minutes, rank)
     search_prompts, valid_prompts = split_prompts(prompts, cfg.seed)
     reference = getattr(pipe, "accel_reference", None) is not None
-    labels = [label_of_caption(p) for p in search_prompts] if reference else None
-    if labels is not None and None in labels:
-        labels = None  # prompts that name no reference class: the generic measure
+    every = [label_of_caption(p) for p in prompts] if reference else [None]
+    # prompts that are not all reference captions (both halves): the generic measure
+    labels = [label_of_caption(p) for p in search_prompts] if None not in every else None
     runner = Runner(pipe, search_prompts, cfg, call_kwargs)
     plain, plain_seconds = runner.run(None)
     search = _Search(runner, Scorer(plain, labels), plain_seconds, out, clock, rank, world)
@@ -459,6 +498,10 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
                    f"{kinds} against the plain pipeline ({cfg.steps} steps, CFG {cfg.guidance})")
 
     # 1. the grid: solvers a pipeline cannot take (v3 without statistics, ...) are measured once and dropped
+    if not has_cfg_batch(pipe) and cfg.guidance_methods != ("cfg",):
+        if rank == 0:
+            tqdm.write("tune: guidance methods left out: this pipeline has no CFG batch to guide (guidance-distilled)")
+        cfg = replace(cfg, guidance_methods=("cfg",))
     stacks, dropped = grid(cfg), {}
     for s in list(stacks):
         name = s.solver.name_for(cfg.guidance)  # as the runner applies it (DC: ratios for the plain CFG scale)
@@ -474,14 +517,21 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     if rank == 0:
         for k, why in dropped.items():
             tqdm.write(f"tune: solver {k} left out: {why}")
+    if not stacks:
+        raise ValueError(f"no solver of --solvers runs on this pipeline ({'; '.join(dropped.values())})")
     search.measure("grid", stacks, clock.deadline("grid"))
 
     # 2. learned steps
     mine, learned = steps_jobs(search.measured(), cfg)[rank::world], []
     end = clock.deadline("steps")
     for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
-        learned.append(learn_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(mine) - k),
-                                 call_kwargs))
+        if time.time() >= end and not (out / "steps" / f"{_label(job)}.json").exists():
+            break
+        try:
+            learned.append(learn_job(pipe, job, search_prompts, cfg, out,
+                                     time.time() + (end - time.time()) / (len(mine) - k), call_kwargs))
+        except Exception as e:  # noqa: BLE001 - one configuration that cannot learn leaves the others
+            tqdm.write(f"tune: learned steps for {job.shorthand()} left out: {_reason(e)}")
         clock.save()
     learned = [s for part in gather(learned, world) for s in part]
     search.measure("steps", learned)
@@ -497,8 +547,15 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     jobs = cache_jobs(search.measured(), cfg) if has_pymoo else []
     end = clock.deadline("cache")
     for k, job in enumerate(jobs):
-        cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
-                          labels is not None, call_kwargs)
+        if gather(time.time() >= end and not (out / "ecad" / _label(job)).exists(), world)[0]:
+            break  # no time left for a search not yet started (rank 0 decides for all)
+        try:
+            cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
+                              labels is not None, call_kwargs)
+        except ValueError as e:  # e.g. a schedule space too small for the population: the same on every process
+            if rank == 0:
+                tqdm.write(f"tune: cache search in {job.shorthand()} left out: {e}")
+            continue
         search.measure("cache", cached)
         clock.save()
 
@@ -506,7 +563,9 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     cands = for_validation(search.measured(), cfg)
     fp = fingerprint(find_denoiser(pipe)[1])
     if not cands:
-        return _finish(out, [], cfg, rank, "no candidate ran on this pipeline (candidates.jsonl has the errors)", fp)
+        why = "no candidate ran on this pipeline (candidates.jsonl has the errors)" if not search.measured() else \
+            "no candidate stayed inside the quality bound on the search prompts"
+        return _finish(out, [], cfg, rank, why, fp)
     folder = out / "validation" / "configs"
     methods = ["plain"]
     for i, r in enumerate(cands):
@@ -529,7 +588,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     rows = []
     for i, r in enumerate(cands):
         b = by_method.get(methods[i + 1])
-        if b is None or not b.get("speedup_denoise"):
+        if b is None or not b.get("speedup_denoise") or (labels is not None and b.get("alignment") is None):
             continue  # the bench recorded why (validation/results.json)
         v = {"speedup": b["speedup_denoise"], "ssim": b.get("ssim")}
         if labels is not None:
@@ -549,11 +608,11 @@ def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: st
     flat = [{**r, "speedup": r["validation"]["speedup"], "quality_loss": r["validation"]["quality_loss"]} for r in rows]
     front = pareto(flat)
     if cfg.target_speedup is None:
-        ok = [r for r in flat if r["within"]]
+        ok = [r for r in flat if r["within"] and r["speedup"] > 1.0]
         chosen = max(ok, key=lambda r: r["speedup"]) if ok else None
         if chosen is None and not message:
             best = min(flat, key=lambda r: r["quality_loss"]) if flat else None
-            message = ("no validated candidate stays inside the quality bound" +
+            message = ("no validated candidate is faster than the plain pipeline inside the quality bound" +
                        (f" (the closest: quality loss {best['quality_loss']:.3f} at {best['speedup']:.2f}x)" if best
                         else ""))
     else:
@@ -585,9 +644,13 @@ def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: st
              "plain_validation": {k: base.get(k) for k in ("fd_domain", "alignment", "latency_denoise")} if base else None,
              "pareto": entries, "validated": [{k: r[k] for k in ("key", "stage", "calibration", "validation", "within")}
                                                for r in rows],
-             "chosen": chosen_path and "chosen/config.json", "message": message}
+             "chosen": chosen_path and "chosen/config.json", "message": message,
+             "note": "the chosen config's validation numbers are those of the run it was chosen on (the best of the "
+                     "validated candidates, so favourable); judge it on other prompts with accel bench"}
     if rank == 0:
         (out / "index.json").write_text(json.dumps(index, indent=1))
         if rows:
-            _plot(flat, front, chosen, out / "pareto.png", cfg.max_quality_loss)
+            # the bound is one line on the plot's axis only where it bounds that number (not fd_domain + alignment)
+            generic = all("fd_rel" not in r["validation"] for r in rows)
+            _plot(flat, front, chosen, out / "pareto.png", cfg.max_quality_loss if generic else None)
     return TuneResult(str(out), entries, chosen_path, message)

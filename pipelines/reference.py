@@ -43,7 +43,7 @@ def reference_names() -> list[str]:
 def tuned_config(name: str) -> Path | None:
     """The stack config ``accel tune`` chose for the reference pipeline ``name`` and accel ships (None: none)."""
     path = WEIGHTS_DIR / "tuned" / str(name) / "config.json"
-    return path if path.exists() else None
+    return path if name in REFERENCES and path.exists() else None
 
 
 def is_available(name: str) -> bool:
