@@ -1,6 +1,7 @@
 """Process groups for work spread with ``accelerate launch`` (torch.distributed; gloo on CPU)."""
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -11,7 +12,8 @@ def rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        torch.distributed.init_process_group("gloo")
+        # a long timeout: a process may wait at a gather while another learns or searches for a stage's time
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 

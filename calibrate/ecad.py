@@ -309,13 +309,16 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
+    same = True
     if rank == 0:
         # settings added since a run started take their defaults, so older runs still resume
         old = {**json.loads(json.dumps(asdict(ECADConfig()))), **json.loads(cfg_path.read_text())} \
             if cfg_path.exists() else None
-        if old is not None and old != json.loads(json.dumps(asdict(cfg))):
-            raise ValueError(f"{out} holds a run with other settings; use another --out or the same settings")
-        cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
+        same = old is None or old == json.loads(json.dumps(asdict(cfg)))
+        if same:
+            cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
+    if not gather(same, world)[0]:  # every process stops, or none
+        raise ValueError(f"{out} holds a run with other settings; use another --out or the same settings")
     torch.set_num_threads(1) if world > 1 else None
     ev = ScheduleEvaluator(pipe, calls, cfg, call_kwargs)
     if cfg.cost == "latency":
@@ -348,7 +351,12 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
         mine = todo[rank::world]
         results = {}
         for i in tqdm(mine, desc=f"gen {algorithm.n_gen or 0}: evaluating", leave=False, disable=not progress or rank):
-            m = ev.evaluate(X[i])
+            try:
+                m = ev.evaluate(X[i])
+            except Exception as e:  # noqa: BLE001 - e.g. a solver refusing non-finite latents under heavy reuse
+                # recorded with a loss no schedule that runs reaches, so a resumed search does not retry it
+                m = {"macs_fraction": ev.macs_fraction(X[i]), "quality_loss": 1e6,
+                     "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
             rec = {"key": keys[i], "bits": np.packbits(X[i].astype(np.uint8)).tolist(), **m}
             results[keys[i]] = rec
             if world == 1:

@@ -151,7 +151,7 @@ class Runner:
         self.pipe, self.prompts, self.cfg = pipe, prompts, cfg
         self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
 
-    def run(self, stack: Stack | None) -> tuple[torch.Tensor, float]:
+    def run(self, stack: Stack | None, warm: bool = False) -> tuple[torch.Tensor, float]:
         """Images and the median denoising seconds per image over the batches after the first (its one-time costs
         are not the stack's speed; with one batch, that one)."""
         from accel.bench.driver import denoise_timer
@@ -164,6 +164,8 @@ class Runner:
             accel.apply(self.pipe, **stack.apply_kwargs(self.pipe, call["num_inference_steps"], cfg.guidance))
         images, per = [], []
         try:
+            if warm and len(self.prompts) <= cfg.batch:  # one batch: an untimed call first
+                self.pipe(**{**call, **condition(self.pipe, self.prompts[:1], call["guidance_scale"])})
             with denoise_timer(self.pipe) as timer:
                 for i, b in enumerate(range(0, len(self.prompts), cfg.batch)):
                     chunk = self.prompts[b: b + cfg.batch]
@@ -183,8 +185,16 @@ class _Clock:
 
     def __init__(self, path: Path, budget_s: float, rank: int):
         self.path, self.budget, self.rank = path, budget_s, rank
-        self.base = json.loads(path.read_text())["elapsed"] if path.exists() else 0.0
+        state = json.loads(path.read_text()) if path.exists() else {}
+        self.base, self.plain = state.get("elapsed", 0.0), state.get("plain_seconds")
         self.t0 = time.time()
+
+    def plain_seconds(self, measured: float) -> float:
+        """The plain pipeline's seconds per image the run's speed-ups divide: rank 0's first measurement (other
+        processes time their own)."""
+        if self.rank > 0 or self.plain is None:
+            self.plain = measured
+        return self.plain
 
     def elapsed(self) -> float:
         return self.base + time.time() - self.t0
@@ -192,7 +202,7 @@ class _Clock:
     def save(self) -> None:
         if self.rank == 0:
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"elapsed": round(self.elapsed(), 1)}))
+            tmp.write_text(json.dumps({"elapsed": round(self.elapsed(), 1), "plain_seconds": self.plain}))
             tmp.replace(self.path)
 
     def deadline(self, stage: str) -> float:
@@ -362,7 +372,8 @@ def ecad_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path,
         path = folder / "front" / f"{hashlib.sha1(data).hexdigest()[:16]}.json"
         if rank == 0 and not path.exists():
             path.parent.mkdir(exist_ok=True)
-            path.write_bytes(data)
+            path.with_suffix(".tmp").write_bytes(data)
+            path.with_suffix(".tmp").replace(path)
         paths.append(path)
     gather(None, world)
     return [replace(stack, cache=CacheSpec(file=str(p))) for p in paths]
@@ -490,7 +501,8 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     # prompts that are not all reference captions (both halves): the generic measure
     labels = [label_of_caption(p) for p in search_prompts] if None not in every else None
     runner = Runner(pipe, search_prompts, cfg, call_kwargs)
-    plain, plain_seconds = runner.run(None)
+    plain, plain_seconds = runner.run(None, warm=True)
+    plain_seconds = clock.plain_seconds(plain_seconds)  # a resumed run keeps its first baseline
     search = _Search(runner, Scorer(plain, labels), plain_seconds, out, clock, rank, world)
     kinds = "fd_domain and alignment" if labels is not None else "1 - SSIM"
     if rank == 0:
@@ -525,8 +537,9 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     mine, learned = steps_jobs(search.measured(), cfg)[rank::world], []
     end = clock.deadline("steps")
     for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
-        if time.time() >= end and not (out / "steps" / f"{_label(job)}.json").exists():
-            break
+        done = out / "steps" / f"{_label(job)}.json"
+        if time.time() >= end and not done.exists() and not Path(f"{done}.partial").exists():
+            break  # no time left for a job not yet started (a started one returns its best points at once)
         try:
             learned.append(learn_job(pipe, job, search_prompts, cfg, out,
                                      time.time() + (end - time.time()) / (len(mine) - k), call_kwargs))
@@ -552,7 +565,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         try:
             cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
                               labels is not None, call_kwargs)
-        except ValueError as e:  # e.g. a schedule space too small for the population: the same on every process
+        except Exception as e:  # noqa: BLE001 - raised on every process alike (ECAD shares its failures)
             if rank == 0:
                 tqdm.write(f"tune: cache search in {job.shorthand()} left out: {e}")
             continue

@@ -44,9 +44,9 @@ def test_targets_and_bounds():
     with pytest.raises(ValueError):
         TuneConfig(solvers=("euler",))
     cfg = TuneConfig(max_quality_loss=0.1, max_alignment_drop=2.0)
-    m = relative(fd=77.0, align=0.84, plain_fd=70.0, plain_align=0.85)
-    assert m["fd_rel"] == pytest.approx(0.1) and m["alignment_drop"] == pytest.approx(1.0)
-    assert m["quality_loss"] == pytest.approx(0.1 + 1.0 / 20)
+    m = relative(fd=76.3, align=0.84, plain_fd=70.0, plain_align=0.85)
+    assert m["fd_rel"] == pytest.approx(0.09) and m["alignment_drop"] == pytest.approx(1.0)
+    assert m["quality_loss"] == pytest.approx(0.09 + 1.0 / 20)
     assert within(m, cfg)
     assert not within(relative(78.0, 0.85, 70.0, 0.85), cfg)  # fd_domain 11% above
     assert not within(relative(70.0, 0.82, 70.0, 0.85), cfg)  # 3 alignment points lost
@@ -133,13 +133,15 @@ def test_two_processes_share_the_candidates(sd3, tmp_path):
     out = tmp_path / "two"
     args = _tune_args(folder, prompts, out)
     args[args.index("--learned-steps") + 1] = "2"  # one step file on each process
+    args[args.index("--budget-minutes") + 1] = "2"  # time for the whole grid and both step files
     launch_two(["-m", "accel.cli", *args], env=ENV)
     recs = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     keys = [r["key"] for r in recs]
     assert len(keys) == len(set(keys))
     assert sum(r["stage"] == "grid" for r in recs) == 8  # the whole grid, each candidate once
     assert len(list((out / "steps").glob("*.json"))) == 2
-    assert (out / "chosen" / "config.json").exists() or json.loads((out / "index.json").read_text())["message"]
+    index = json.loads((out / "index.json").read_text())
+    assert index["chosen"] and Stack.load(out / "chosen" / "config.json").steps in (3, 4), index["message"]
 
 
 @pytest.mark.parametrize("extra, message", [

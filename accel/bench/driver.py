@@ -116,14 +116,23 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
         if i % world != rank:
             continue
         chunk = prompts[b : b + cfg.batch]
-        row.before_call(pipe)
-        timer.start()
-        t = clock()
-        out = pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
-                   **_call_args(pipe, row, cfg, chunk)).images
+        try:
+            row.before_call(pipe)
+            timer.start()
+            t = clock()
+            out = pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
+                       **_call_args(pipe, row, cfg, chunk)).images
+        except Exception as e:  # noqa: BLE001 - shared below, so every process drops the row together
+            if world == 1:
+                raise
+            mine.append((i, e, 0.0, 0.0))
+            break
         mine.append((i, out.float().cpu(), (clock() - t) / len(chunk), timer.seconds / len(chunk)))
         bar.update(len(chunk) * world)
     parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
+    failed = [p[1] for p in parts if isinstance(p[1], Exception)]
+    if failed:  # a batch that failed on one process fails the row on all of them
+        raise failed[0]
     return torch.cat([p[1] for p in parts]), [p[2] for p in parts], [p[3] for p in parts]
 
 
