@@ -161,3 +161,18 @@ def test_bad_arguments_are_refused_before_loading(extra, message, tmp_path, caps
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_the_shipped_tuned_configs_load_and_lead_the_default_bench():
+    from accel.bench_cli import GENERIC, default_methods
+    from accel.pipelines import tuned_config
+    from accel.pipelines.families import fingerprint
+    from accel.pipelines.reference import load_reference
+
+    for name in ("pixart-eps", "pixart-flow"):
+        path = tuned_config(name)
+        assert path is not None and default_methods(name).startswith(f"plain,config:{path},")
+        stack = Stack.load(path)
+        assert stack.fingerprint == fingerprint(load_reference(name).transformer)  # made for that model
+        assert stack.metadata["validation"]["speedup"] > 1 and stack.metadata["tune"]["budget_minutes"] <= 60
+    assert tuned_config("./pixart-eps") is None and default_methods("./my-model") == GENERIC
