@@ -47,6 +47,9 @@ def add_tune_parser(sub) -> None:
                                                                 "lowest NFEs (0: none)")
     s.add_argument("--cache-searches", type=int, default=2, help="configurations an ECAD schedule is searched in "
                                                                  "(0: none)")
+    s.add_argument("--validation-repeats", type=int, default=8,
+                   help="images per held-out prompt the validation may make, with new noises, as far as the budget "
+                        "allows (1: each prompt once)")
     s.add_argument("--batch", type=int, default=32, help="prompts per pipeline call")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output folder (a rerun with the same arguments resumes there)")
@@ -71,7 +74,8 @@ def run(a: argparse.Namespace) -> None:
                          nfes=_numbers(a.nfe, int, "--nfe"), guidance_methods=methods,
                          max_quality_loss=a.max_quality_loss, max_alignment_drop=a.max_alignment_drop,
                          target_speedup=a.target_speedup, budget_minutes=a.budget_minutes,
-                         learned_steps=a.learned_steps, cache_searches=a.cache_searches, batch=a.batch, seed=a.seed)
+                         learned_steps=a.learned_steps, cache_searches=a.cache_searches, batch=a.batch, seed=a.seed,
+                         validation_repeats=a.validation_repeats)
     except ValueError as e:
         raise InputError(str(e)) from None
     if a.learned_steps < 0 or a.cache_searches < 0 or a.num_prompts < 2:

@@ -9,7 +9,7 @@ prompts and seeds, with the measured denoising time (not MACs) as the speed obje
 3. cache: a short ECAD search (``calibrate.ecad``: block genes, latency cost) inside the fastest configurations that
    keep the quality bound, whose front schedules become candidates;
 4. validation: the candidates near the calibration front, run by the bench (``accel.bench``) on prompts split off
-   before the search, with interleaved timing; the validated Pareto set is written, and the chosen config is the
+   before the search (each repeated with new noises as far as the budget allows), with interleaved timing; the validated Pareto set is written, and the chosen config is the
    fastest inside the quality bound (``max_quality_loss``) or the best quality at a speed-up (``target_speedup``).
 
 Quality is measured as the pipeline's kind allows: on the reference pipelines ``fd_domain`` relative to the plain
@@ -71,6 +71,7 @@ class TuneConfig:
     cache_searches: int = 2  # configurations that get an ECAD schedule
     ecad_pop: int = 16
     validation_rows: int = 12  # candidates the validation benches at most
+    validation_repeats: int = 8  # images per held-out prompt the validation may make (new noises), time allowing
     batch: int = 32
     seed: int = 0
 
@@ -87,8 +88,8 @@ class TuneConfig:
             raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
         if not self.solvers or not self.nfes or not self.guidance_methods:
             raise ValueError("the grid needs at least one solver, one NFE and one guidance method")
-        if any(n < 1 for n in self.nfes) or self.steps < 2 or self.batch < 1:
-            raise ValueError("NFEs must be >= 1, steps >= 2 and batch >= 1")
+        if any(n < 1 for n in self.nfes) or self.steps < 2 or self.batch < 1 or self.validation_repeats < 1:
+            raise ValueError("NFEs must be >= 1, steps >= 2, batch >= 1 and validation_repeats >= 1")
         for s in self.solvers:
             SolverSpec.parse(s)  # a clear error for an unknown solver
         for g in self.guidance_methods:
@@ -404,6 +405,17 @@ def for_validation(records: list[dict], cfg: TuneConfig) -> list[dict]:
     return sorted(picked.values(), key=lambda r: -r["speedup"])
 
 
+def validation_images(held: int, plain_seconds: float, speedups: list[float], seconds_left: float,
+                      repeats: int) -> int:
+    """Images the validation makes: the held-out prompts, repeated with new noises as far as half the budget's
+    remaining time allows (up to ``repeats`` each), since a relative Frechet distance on a hundred images moves by
+    several percent from one draw of noises to the next. ``plain_seconds``: the plain pipeline's denoising seconds
+    per image; calls cost about 1.5x that (encoding, decoding, metrics)."""
+    per_image = 1.5 * plain_seconds * (1.0 + sum(1.0 / s for s in speedups if s > 0))
+    fit = int(0.5 * seconds_left / per_image) if per_image > 0 else held
+    return max(held, min(repeats * held, fit))
+
+
 def write_config(stack: Stack, folder: Path, **meta) -> Path:
     """``folder/config.json`` with copies of the stack's files beside it (a folder that moves as one)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -587,8 +599,13 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         methods.append(f"config:{folder / f'c{i:02d}' / 'config.json'}")
     gather(None, world)  # the files exist before any process reads them
     metrics = ("fd_domain", "alignment", "ssim") if labels is not None else ("ssim", "psnr")
+    n_valid = gather(validation_images(len(valid_prompts), plain_seconds, [r["speedup"] for r in cands],
+                                       60.0 * cfg.budget_minutes - clock.elapsed(), cfg.validation_repeats), world)[0]
+    if rank == 0:
+        tqdm.write(f"tune: validating {len(cands)} candidates on {n_valid} images of {len(valid_prompts)} held-out "
+                   "prompts")
     bench = BenchConfig(pipeline=pipeline, methods=tuple(methods), prompts=valid_prompts,
-                        num_images=len(valid_prompts), steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
+                        num_images=n_valid, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
                         batch=cfg.batch, out=str(out / "validation"), fd_effnet=False, metrics=metrics,
                         score_all_prompts=True, device=device, dtype=dtype,
                         height=(call_kwargs or {}).get("height"), width=(call_kwargs or {}).get("width"))
@@ -612,11 +629,11 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         calib = {k: r[k] for k in ("speedup", "quality_loss", "fd_rel", "alignment_drop", "ssim") if k in r}
         rows.append({"key": r["key"], "stack": r["stack"], "stage": r["stage"], "calibration": calib,
                      "validation": v, "within": within(v, cfg)})
-    return _finish(out, rows, cfg, rank, "", fp, base, clock)
+    return _finish(out, rows, cfg, rank, "", fp, base, clock, n_valid)
 
 
 def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: str, fp: str,
-            base: dict | None = None, clock: _Clock | None = None) -> TuneResult:
+            base: dict | None = None, clock: _Clock | None = None, n_valid: int | None = None) -> TuneResult:
     """The validated Pareto set (``pareto/``), the chosen config (``chosen/``), ``index.json`` and ``pareto.png``."""
     flat = [{**r, "speedup": r["validation"]["speedup"], "quality_loss": r["validation"]["quality_loss"]} for r in rows]
     front = pareto(flat)
@@ -654,6 +671,7 @@ def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: st
         message = (f"chosen: {Stack.from_dict(chosen['stack']).shorthand()} at {chosen['speedup']:.2f}x "
                    f"(validation), quality loss {chosen['quality_loss']:.3f}")
     index = {"config": asdict(cfg), "seconds": round(clock.elapsed(), 1) if clock else None,
+             "validation_images": n_valid,
              "plain_validation": {k: base.get(k) for k in ("fd_domain", "alignment", "latency_denoise")} if base else None,
              "pareto": entries, "validated": [{k: r[k] for k in ("key", "stage", "calibration", "validation", "within")}
                                                for r in rows],

@@ -13,7 +13,8 @@ import torch
 
 import accel
 from accel.cli import main
-from accel.calibrate.tune import TuneConfig, pareto, relative, split_prompts, within, write_config
+from accel.calibrate.tune import (TuneConfig, pareto, relative, split_prompts, validation_images, within,
+                                  write_config)
 from accel.stack import CacheSpec, SolverSpec, Stack
 from launch import launch_two
 from user_models import prompt_file, save
@@ -52,6 +53,16 @@ def test_targets_and_bounds():
     assert not within(relative(70.0, 0.82, 70.0, 0.85), cfg)  # 3 alignment points lost
     assert within({"quality_loss": 0.05}, cfg) and not within({"quality_loss": 0.2}, cfg)  # 1 - SSIM elsewhere
     assert within(relative(200.0, 0.0, 70.0, 0.85), TuneConfig(target_speedup=6))  # target mode: no bound
+
+
+def test_validation_images_follow_the_time_left():
+    # 0.05 s per plain image, two candidates at 5x: 1.5 * 0.05 * 1.4 = 0.105 s per validation image
+    assert validation_images(100, 0.05, [5.0, 5.0], seconds_left=42.1, repeats=8) == 200  # half of 42.1 s
+    assert validation_images(100, 0.05, [5.0, 5.0], seconds_left=1e6, repeats=8) == 800  # at most 8 per prompt
+    assert validation_images(100, 0.05, [5.0, 5.0], seconds_left=-30.0, repeats=8) == 100  # past the budget: once
+    assert validation_images(100, 0.05, [5.0], seconds_left=1e6, repeats=1) == 100
+    with pytest.raises(ValueError, match="validation_repeats"):
+        TuneConfig(validation_repeats=0)
 
 
 def test_a_config_folder_moves_as_one(tmp_path):
