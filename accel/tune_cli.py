@@ -22,8 +22,9 @@ def add_tune_parser(sub) -> None:
     s = sub.add_parser("tune", help="search solver, NFE, step placement, cache schedule and guidance together for a "
                                     "speed or quality target; writes the Pareto set and the chosen stack config")
     s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")
-    s.add_argument("--prompts", help="prompts, one per line: half search, half validate (default: the reference "
-                                     "calibration prompts, or a class-conditional pipeline's class names)")
+    s.add_argument("--prompts", help="prompts, one per line: half search, half validate (default: on the reference "
+                                     "pipelines prompts of templates they were neither trained nor evaluated on; a "
+                                     "class-conditional pipeline's class names)")
     s.add_argument("--num-prompts", type=int, default=256, help="how many default prompts when --prompts is not given")
     target = s.add_mutually_exclusive_group()
     target.add_argument("--max-quality-loss", type=float,
@@ -61,6 +62,8 @@ def add_tune_parser(sub) -> None:
 def run(a: argparse.Namespace) -> None:
     from .calibrate.cli_common import read_prompts, size_args
     from .calibrate.tune import TuneConfig, tune
+    from .pipelines.calls import is_class_conditional
+    from .pipelines.data import tune_prompts
     from .cli_args import check_call_args
     from .devices import load_from_args, resolve_device
     from .errors import InputError
@@ -82,7 +85,10 @@ def run(a: argparse.Namespace) -> None:
         raise InputError("--learned-steps and --cache-searches must be >= 0, --num-prompts >= 2")
     pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
-    prompts = read_prompts(a, pipe)
+    if a.prompts is None and getattr(pipe, "accel_reference", None) is not None and not is_class_conditional(pipe):
+        prompts = tune_prompts(a.num_prompts, seed=a.seed + 1)  # captions the model was not trained on
+    else:
+        prompts = read_prompts(a, pipe)
     try:
         res = tune(pipe, a.pipeline, prompts, cfg, a.out, size_args(a, pipe) or None, device=resolve_device(a.device),
                    dtype=a.dtype)

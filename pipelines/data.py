@@ -44,6 +44,17 @@ EVAL_TEMPLATES: tuple[str, ...] = (
     "{a} photographed from the front",
 )
 
+# Tune templates: neither trained on nor evaluated on. `accel tune` searches and validates on these by default,
+# since a cache schedule that keeps its quality on training captions need not keep it on captions the model never saw.
+TUNE_TEMPLATES: tuple[str, ...] = (
+    "a close-up of {a}",
+    "{a} for sale",
+    "a low resolution photo of {a}",
+    "a thumbnail of {a}",
+    "a black and white photo of {a}",
+    "this is {a}",
+)
+
 
 def with_article(name: str) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
@@ -99,7 +110,13 @@ def calibration_prompts(n: int, seed: int = 1) -> list[str]:
     return eval_prompts(n, seed=seed, templates=TRAIN_TEMPLATES)[0]
 
 
+def tune_prompts(n: int, seed: int = 1) -> list[str]:
+    """``accel tune``'s default prompts: the tune templates, disjoint from training and from ``eval_prompts``."""
+    return eval_prompts(n, seed=seed, templates=TUNE_TEMPLATES)[0]
+
+
 _CAPTIONS: dict[str, int] = {
     **{name: c for c, name in enumerate(CLASS_NAMES)},
-    **{caption(c, t).lower(): c for c in range(len(CLASS_NAMES)) for t in TRAIN_TEMPLATES + EVAL_TEMPLATES},
+    **{caption(c, t).lower(): c for c in range(len(CLASS_NAMES)) for t in TRAIN_TEMPLATES + EVAL_TEMPLATES
+        + TUNE_TEMPLATES},
 }

@@ -35,12 +35,15 @@ def test_unknown_reference_is_a_clear_error():
 
 
 def test_captions_and_prompts():
-    from accel.pipelines.data import calibration_prompts, eval_prompts, label_of_caption
+    from accel.pipelines.data import calibration_prompts, eval_prompts, label_of_caption, tune_prompts
 
     prompts, labels = eval_prompts(20)
     assert [label_of_caption(p) for p in prompts] == labels
     assert label_of_caption("a grayscale picture of a t-shirt") == 0 and label_of_caption("a shirt") == 6
     assert not set(calibration_prompts(50)) & set(eval_prompts(500)[0])  # disjoint templates
+    tune = tune_prompts(120)
+    assert not set(tune) & (set(calibration_prompts(500)) | set(eval_prompts(500)[0]))  # nor trained nor evaluated
+    assert [label_of_caption(p) for p in tune] == [i % 10 for i in range(120)]
 
 
 @pytest.mark.parametrize("name", ["pixart-eps", "pixart-flow"])
