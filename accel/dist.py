@@ -1,6 +1,7 @@
 """Process groups for work spread with ``accelerate launch`` (torch.distributed; gloo on CPU)."""
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -14,6 +15,7 @@ def rank_world() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # a long timeout: a process may wait at a gather while another learns or searches for a stage's time
         torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
+        atexit.register(_leave)
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
@@ -25,3 +27,10 @@ def gather(obj, world: int) -> list:
     out = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def _leave() -> None:
+    """Destroy the group this module joined before the interpreter tears down gloo's threads (no barrier: a
+    process leaving on an error must not wait for the others)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
