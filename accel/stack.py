@@ -25,7 +25,7 @@ from .schedule import check_reuse
 
 FORMAT = "accel.Stack/1"
 SOLVERS = ("dpm++", "unipc", "v3", "dc")
-PART_KINDS = ("solver", "uniform", "schedule", "apg", "facfg")
+PART_KINDS = ("solver", "uniform", "schedule", "apg", "facfg", "cfg")
 Guidance = APG | FrequencyAwareCFG
 
 
@@ -124,6 +124,8 @@ class Stack:
     """Solver at ``steps`` steps, a cache laid over those steps, and a guidance method; every part optional.
 
     ``fingerprint``: the denoiser config it was made for (``accel.pipelines.families.fingerprint``; None: any).
+    ``guidance_scale``: the pipeline's own CFG at this scale, for a stack without a guidance method (which carries
+    its scale itself); None: the call's.
     """
 
     solver: SolverSpec | None = None
@@ -132,12 +134,19 @@ class Stack:
     guidance: Guidance | None = None
     fingerprint: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    guidance_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.solver is None and self.cache is None and self.guidance is None and self.steps is None:
-            raise ValueError("an empty stack: give a solver, steps, a cache or a guidance method")
+        if self.guidance_scale is not None:
+            if self.guidance is not None:
+                raise ValueError("a stack's guidance method carries its own scale: give guidance or guidance_scale")
+            if not isinstance(self.guidance_scale, (int, float)) or not self.guidance_scale >= 0:
+                raise ValueError(f"guidance_scale must be a number >= 0, got {self.guidance_scale!r}")
+        if self.solver is None and self.cache is None and self.guidance is None and self.steps is None \
+                and self.guidance_scale is None:
+            raise ValueError("an empty stack: give a solver, steps, a cache, a guidance method or a guidance scale")
 
     # -- what accel.apply and a call take ----------------------------------------------------------
     def apply_kwargs(self, pipe, call_steps: int, call_guidance: float | None = None) -> dict:
@@ -164,6 +173,8 @@ class Stack:
             out["num_inference_steps"] = self.steps
         if self.guidance is not None:
             out["guidance_scale"] = call_scale(self.guidance)
+        elif self.guidance_scale is not None:
+            out["guidance_scale"] = float(self.guidance_scale)
         return out
 
     def check_model(self, denoiser) -> None:
@@ -178,7 +189,7 @@ class Stack:
 
     # -- the bench shorthand ----------------------------------------------------------------------
     def shorthand(self) -> str:
-        """``solver:NFE:NAME+uniform:K[:REUSE]|schedule:FILE+apg:...|facfg:...`` (see ``from_shorthand``)."""
+        """``solver:NFE:NAME+uniform:K[:REUSE]|schedule:FILE+apg:...|facfg:...|cfg:W`` (see ``from_shorthand``)."""
         parts = []
         if self.solver is not None:
             if self.steps is None:
@@ -193,21 +204,25 @@ class Stack:
         elif isinstance(self.guidance, FrequencyAwareCFG):
             g = self.guidance
             parts.append(f"facfg:{g.scale_low}:{g.scale_high}:{g.cutoff}")
+        elif self.guidance_scale is not None:
+            parts.append(f"cfg:{float(self.guidance_scale)}")
         return "+".join(parts)
 
     @classmethod
     def from_shorthand(cls, text: str) -> "Stack":
         """``solver:8:dc+uniform:2+apg:4.5`` -> Stack. Parts are split at a ``+`` that starts a part
-        (``solver:``, ``uniform:``, ``schedule:``, ``apg:``, ``facfg:``), so ``dpm++`` stays whole."""
+        (``solver:``, ``uniform:``, ``schedule:``, ``apg:``, ``facfg:``, ``cfg:``), so ``dpm++`` stays whole;
+        ``cfg:W`` is the pipeline's own CFG at scale W."""
         from .guidance.spec import guidance_from_spec
 
         parts = split_shorthand(text)
         kinds = [p.partition(":")[0] for p in parts]
-        usage = "write solver:NFE:NAME+uniform:K[:REUSE]+apg:W (one of each at most)"
+        usage = "write solver:NFE:NAME+uniform:K[:REUSE]+apg:W|cfg:W (one of each at most)"
         if not parts or any(k not in PART_KINDS for k in kinds) or kinds.count("solver") > 1 \
-                or kinds.count("uniform") + kinds.count("schedule") > 1 or kinds.count("apg") + kinds.count("facfg") > 1:
+                or kinds.count("uniform") + kinds.count("schedule") > 1 \
+                or kinds.count("apg") + kinds.count("facfg") + kinds.count("cfg") > 1:
             raise ValueError(f"stack {text!r}: {usage}")
-        solver = steps = cache = guidance = None
+        solver = steps = cache = guidance = scale = None
         for kind, part in zip(kinds, parts):
             arg = part.partition(":")[2]
             if kind == "solver":
@@ -222,29 +237,34 @@ class Stack:
                 cache = CacheSpec(interval=int(k), reuse=reuse or "hold")
             elif kind == "schedule":
                 cache = CacheSpec(file=arg)
+            elif kind == "cfg":
+                try:
+                    scale = float(arg)
+                except ValueError:
+                    raise ValueError(f"stack part {part!r}: write cfg:W with a number W") from None
             else:
                 guidance = guidance_from_spec(part)
-        return cls(solver, steps, cache, guidance)
+        return cls(solver, steps, cache, guidance, guidance_scale=scale)
 
     # -- the file ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": FORMAT, "solver": asdict(self.solver) if self.solver else None, "steps": self.steps,
                 "cache": asdict(self.cache) if self.cache else None,
                 "guidance": _guidance_to_dict(self.guidance) if self.guidance else None,
-                "fingerprint": self.fingerprint, "metadata": self.metadata}
+                "guidance_scale": self.guidance_scale, "fingerprint": self.fingerprint, "metadata": self.metadata}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Stack":
         if d.get("format") != FORMAT:
             raise ValueError(f"not an accel stack config (format {d.get('format')!r}, expected {FORMAT!r})")
-        unknown = set(d) - {"format", "solver", "steps", "cache", "guidance", "fingerprint", "metadata"}
+        unknown = set(d) - {"format", "solver", "steps", "cache", "guidance", "guidance_scale", "fingerprint", "metadata"}
         if unknown:
             raise ValueError(f"unknown stack config keys: {', '.join(sorted(unknown))}")
         try:
             return cls(SolverSpec(**d["solver"]) if d.get("solver") else None, d.get("steps"),
                        CacheSpec(**d["cache"]) if d.get("cache") else None,
                        _guidance_from_dict(d["guidance"]) if d.get("guidance") else None,
-                       d.get("fingerprint"), d.get("metadata") or {})
+                       d.get("fingerprint"), d.get("metadata") or {}, d.get("guidance_scale"))
         except TypeError as e:  # a misspelt field of a part
             raise ValueError(f"stack config: {e}") from None
 

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.dist import gather, rank_world
-from accel.guidance.spec import call_scale, guidance_from_spec
+from accel.guidance.spec import guidance_from_spec
 from accel.stack import CacheSpec, SolverSpec, Stack
 
 # the share of the budget by which each stage ends (the time a stage leaves goes to the next); validation takes
@@ -281,12 +281,13 @@ def grid(cfg: TuneConfig) -> list[Stack]:
             if spec.name == "dc" and spec.guidance is None:  # ratios for the plain CFG scale, written in the config
                 spec = replace(spec, guidance=cfg.guidance)
             for g in cfg.guidance_methods:
-                out.append(Stack(spec, nfe, None, None if g == "cfg" else guidance_from_spec(g)))
+                out.append(Stack(spec, nfe, None, guidance_from_spec(g)) if g != "cfg" else
+                           Stack(spec, nfe, None, None, guidance_scale=cfg.guidance))  # the config carries its scale
     return out
 
 
 def _call_guidance(stack: Stack, cfg: TuneConfig) -> float:
-    return call_scale(stack.guidance) if stack.guidance is not None else cfg.guidance
+    return stack.call_defaults().get("guidance_scale", cfg.guidance)
 
 
 def steps_jobs(records: list[dict], cfg: TuneConfig) -> list[Stack]:

@@ -16,6 +16,7 @@ SHORTHANDS = [
     "solver:8:dpm+++uniform:2+apg:4.5:0.0:0.0:1.0",  # a '+' inside a solver name: not a part separator
     "solver:4:v3+uniform:3:taylor+apg:7.5:0.0:-0.5:0.0",
     "solver:6:dc:4.5+facfg:1.0:7.5:0.5",
+    "solver:3:unipc+cfg:6.0",  # the pipeline's own CFG at the scale the config was made for
     "uniform:2",
     "solver:5:unipc",
     "solver:4:dc:x.json:4.5:steps=steps.json+uniform:2",  # learned steps ride on any solver
@@ -47,6 +48,8 @@ def test_the_parts_are_typed():
     ({"format": "accel.Stack/1", "cache": {"intervall": 2}}, "intervall"),
     ({"format": "accel.Stack/1", "guidance": {"method": "cfg", "scale": 2}}, "apg or facfg"),
     ({"format": "accel.Stack/1", "steps": 0}, "at least 1"),
+    ({"format": "accel.Stack/1", "guidance": {"method": "apg", "scale": 6}, "guidance_scale": 6}, "its own scale"),
+    ({"format": "accel.Stack/1", "guidance_scale": -1}, "number >= 0"),
     ({"format": "accel.Stack/1"}, "empty stack"),
 ])
 def test_a_bad_file_is_refused_with_the_reason(bad, reason, tmp_path):
@@ -75,6 +78,20 @@ def test_applying_a_config_equals_applying_its_parts(tmp_path):
     assert "accel_defaults" not in pipe.__dict__  # remove restores the pipeline's call defaults
     with pytest.raises(ValueError, match="not both"):
         accel.apply(pipe, config=stack, cache=accel.CacheSchedule.uniform(pipe, 5, 2))
+
+
+def test_a_cfg_config_carries_its_scale(tmp_path):
+    """A stack with the pipeline's own CFG sets the call's guidance scale as an APG stack does."""
+    stack = Stack.from_shorthand("solver:3:unipc+cfg:6")
+    assert stack.guidance is None and stack.call_defaults() == {"num_inference_steps": 3, "guidance_scale": 6.0}
+    pipe = tiny_pixart()
+    accel.apply(pipe, config=stack.save(tmp_path / "stack.json"))
+    assert pipe.accel_defaults == {"num_inference_steps": 3, "guidance_scale": 6.0}
+    accel.remove(pipe)
+    with pytest.raises(ValueError, match="cfg:W"):
+        Stack.from_shorthand("solver:3:unipc+cfg:high")
+    with pytest.raises(ValueError, match="one of each"):
+        Stack.from_shorthand("solver:3:unipc+cfg:6+apg:6")
 
 
 def test_a_config_for_another_model_is_refused():

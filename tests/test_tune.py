@@ -13,7 +13,7 @@ import torch
 
 import accel
 from accel.cli import main
-from accel.calibrate.tune import (TuneConfig, pareto, relative, split_prompts, validation_images, within,
+from accel.calibrate.tune import (TuneConfig, grid, pareto, relative, split_prompts, validation_images, within,
                                   write_config)
 from accel.stack import CacheSpec, SolverSpec, Stack
 from launch import launch_two
@@ -53,6 +53,12 @@ def test_targets_and_bounds():
     assert not within(relative(70.0, 0.82, 70.0, 0.85), cfg)  # 3 alignment points lost
     assert within({"quality_loss": 0.05}, cfg) and not within({"quality_loss": 0.2}, cfg)  # 1 - SSIM elsewhere
     assert within(relative(200.0, 0.0, 70.0, 0.85), TuneConfig(target_speedup=6))  # target mode: no bound
+
+
+def test_the_grid_configs_carry_the_guidance_they_were_measured_at():
+    stacks = grid(TuneConfig(guidance=6.0, solvers=("unipc",), nfes=(3,), guidance_methods=("cfg", "apg:7.5")))
+    assert [s.call_defaults()["guidance_scale"] for s in stacks] == [6.0, 7.5]
+    assert Stack.from_dict(stacks[0].to_dict()) == stacks[0]
 
 
 def test_validation_images_follow_the_time_left():

@@ -388,7 +388,7 @@ def _onestep(spec: str, arg: str) -> Row:
 @row_kind("stack")
 def _stack(spec: str, arg: str) -> Row:
     """Solver, cache and guidance together: ``stack:PART+PART...`` with parts ``solver:NFE:NAME``,
-    ``uniform:K[:REUSE]`` or ``schedule:FILE``, and ``apg:W[...]`` or ``facfg:WL:WH[:CUT]`` (one of each kind at
+    ``uniform:K[:REUSE]`` or ``schedule:FILE``, and ``apg:W[...]``, ``facfg:WL:WH[:CUT]`` or ``cfg:W`` (one of each kind at
     most), e.g. ``stack:solver:8:dpm+++uniform:2+apg:4.5``; the shorthand of an ``accel.stack.Stack``, whose
     cache is laid over the solver's step count."""
     from ..stack import Stack, split_shorthand
