@@ -124,8 +124,8 @@ class Stack:
     """Solver at ``steps`` steps, a cache laid over those steps, and a guidance method; every part optional.
 
     ``fingerprint``: the denoiser config it was made for (``accel.pipelines.families.fingerprint``; None: any).
-    ``guidance_scale``: the pipeline's own CFG at this scale, for a stack without a guidance method (which carries
-    its scale itself); None: the call's.
+    ``guidance_scale``: the call's ``guidance_scale`` (the pipeline's own CFG; guidance-distilled FLUX: its embedded
+    guidance) for a stack without a guidance method, which carries its scale itself; None: the call's.
     """
 
     solver: SolverSpec | None = None
