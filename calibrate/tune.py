@@ -327,6 +327,21 @@ def _label(stack: Stack) -> str:
     return f"{stack.solver.name.replace('+', 'p')}-{stack.steps}-{g}" + ("-learned" if stack.solver.steps else "")
 
 
+def teacher_seconds(plain_seconds: float, cfg: TuneConfig, n_prompts: int) -> float:
+    """About what LD3's teacher solve costs before its deadline can stop it: 200 steps of the guided denoiser
+    (the plain pipeline's at ``cfg.steps``, ``plain_seconds`` per image) on each of its prompts."""
+    from .steps import LD3Config
+
+    return plain_seconds * LD3Config().teacher_steps / cfg.steps * min(LD3_PROMPTS, n_prompts)
+
+
+def first_generation_seconds(plain_seconds: float, speedup: float, cfg: TuneConfig, n_prompts: int,
+                             world: int) -> float:
+    """About what an ECAD search costs before its deadline can stop it: its reference and first population, each
+    a run over the prompts at most as slow as the configuration searched in (``speedup``), shared by ``world``."""
+    return (1 + -(-cfg.ecad_pop // world)) * plain_seconds * n_prompts / max(speedup, 1e-6)
+
+
 def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float,
               call_kwargs: dict | None) -> Stack:
     """``stack`` with a learned step file (learned now, or read back from an earlier run)."""
@@ -520,7 +535,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     kinds = "fd_domain and alignment" if labels is not None else "1 - SSIM"
     if rank == 0:
         tqdm.write(f"tune: {len(search_prompts)} search prompts, {len(valid_prompts)} validation prompts; quality: "
-                   f"{kinds} against the plain pipeline ({cfg.steps} steps, CFG {cfg.guidance})")
+                   f"{kinds} against the plain pipeline ({cfg.steps} steps, guidance_scale {cfg.guidance})")
 
     # 1. the grid: solvers a pipeline cannot take (v3 without statistics, ...) are measured once and dropped
     if not has_cfg_batch(pipe) and cfg.guidance_methods != ("cfg",):
@@ -551,8 +566,14 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     end = clock.deadline("steps")
     for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
         done = out / "steps" / f"{_label(job)}.json"
-        if time.time() >= end and not done.exists() and not Path(f"{done}.partial").exists():
+        started = done.exists() or Path(f"{done}.partial").exists()
+        if time.time() >= end and not started:
             break  # no time left for a job not yet started (a started one returns its best points at once)
+        share, need = (end - time.time()) / (len(mine) - k), teacher_seconds(plain_seconds, cfg, len(search_prompts))
+        if not started and need > share:  # the deadline cannot cut a teacher solve short
+            tqdm.write(f"tune: learned steps for {job.shorthand()} left out: its teacher solve needs about "
+                       f"{need:.0f} s, more than the {share:.0f} s left for it (a larger --budget-minutes makes room)")
+            continue
         try:
             learned.append(learn_job(pipe, job, search_prompts, cfg, out,
                                      time.time() + (end - time.time()) / (len(mine) - k), call_kwargs))
@@ -573,8 +594,18 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     jobs = cache_jobs(search.measured(), cfg) if has_pymoo else []
     end = clock.deadline("cache")
     for k, job in enumerate(jobs):
-        if gather(time.time() >= end and not (out / "ecad" / _label(job)).exists(), world)[0]:
+        fresh = not (out / "ecad" / _label(job)).exists()
+        if gather(time.time() >= end and fresh, world)[0]:
             break  # no time left for a search not yet started (rank 0 decides for all)
+        share = (end - time.time()) / (len(jobs) - k)
+        need = first_generation_seconds(plain_seconds, search.records.get(job.shorthand(), {}).get("speedup", 1.0), cfg,
+                                        len(search_prompts), world)
+        if gather(fresh and need > share, world)[0]:  # the deadline cannot cut a first generation short
+            if rank == 0:
+                tqdm.write(f"tune: cache search in {job.shorthand()} left out: its first generation needs about "
+                           f"{need:.0f} s, more than the {share:.0f} s left for it (a larger --budget-minutes makes "
+                           "room)")
+            continue
         try:
             cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
                               labels is not None, call_kwargs)

@@ -13,8 +13,8 @@ import torch
 
 import accel
 from accel.cli import main
-from accel.calibrate.tune import (TuneConfig, grid, pareto, relative, split_prompts, validation_images, within,
-                                  write_config)
+from accel.calibrate.tune import (TuneConfig, first_generation_seconds, grid, pareto, relative, split_prompts,
+                                  teacher_seconds, validation_images, within, write_config)
 from accel.stack import CacheSpec, SolverSpec, Stack
 from launch import launch_two
 from user_models import prompt_file, save
@@ -59,6 +59,14 @@ def test_the_grid_configs_carry_the_guidance_they_were_measured_at():
     stacks = grid(TuneConfig(guidance=6.0, solvers=("unipc",), nfes=(3,), guidance_methods=("cfg", "apg:7.5")))
     assert [s.call_defaults()["guidance_scale"] for s in stacks] == [6.0, 7.5]
     assert Stack.from_dict(stacks[0].to_dict()) == stacks[0]
+
+
+def test_what_a_deadline_cannot_cut_is_costed_before_it_starts():
+    # LD3's teacher: 200 steps on at most 64 prompts, at the plain pipeline's seconds per image of 20 steps
+    assert teacher_seconds(0.1, TuneConfig(steps=20), 100) == pytest.approx(0.1 * 10 * 64)
+    assert teacher_seconds(0.1, TuneConfig(steps=20), 8) == pytest.approx(0.1 * 10 * 8)
+    # ECAD's reference and first population (16 candidates, 8 per process) at the searched config's speed
+    assert first_generation_seconds(0.1, 4.0, TuneConfig(ecad_pop=16), 10, world=2) == pytest.approx(9 * 0.1 * 10 / 4)
 
 
 def test_validation_images_follow_the_time_left():
