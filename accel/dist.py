@@ -14,8 +14,7 @@ def rank_world() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # a long timeout: a process may wait at a gather while another learns or searches for a stage's time
-        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
-        atexit.register(_leave)
+        init_group("gloo", timeout=datetime.timedelta(hours=12))
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
@@ -29,8 +28,14 @@ def gather(obj, world: int) -> list:
     return out
 
 
+def init_group(backend: str, **kwargs) -> None:
+    """``torch.distributed.init_process_group``, destroyed again at exit."""
+    torch.distributed.init_process_group(backend, **kwargs)
+    atexit.register(_leave)
+
+
 def _leave() -> None:
-    """Destroy the group this module joined before the interpreter tears down gloo's threads (no barrier: a
-    process leaving on an error must not wait for the others)."""
+    """Destroy the group this module joined before the interpreter tears down its threads (no barrier: a process
+    leaving on an error must not wait for the others)."""
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

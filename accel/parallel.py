@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .dist import init_group
+
 KINDS = ("ulysses", "ring")
 # diffusers' attention backends that raise on ``return_lse=True``, which ring attention needs
 NO_LSE = ("native", "_native_efficient", "_native_math", "_native_npu", "_native_xla", "sage_blackwell_hub",
@@ -103,7 +105,7 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        init_group("nccl" if cuda else "gloo")
     world = torch.distributed.get_world_size()
     if world != spec.degree:
         raise ValueError(f"context parallelism {spec} over {world} processes: launch {spec.degree}")

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -142,7 +143,8 @@ class Stack:
         if self.guidance_scale is not None:
             if self.guidance is not None:
                 raise ValueError("a stack's guidance method carries its own scale: give guidance or guidance_scale")
-            if not isinstance(self.guidance_scale, (int, float)) or not self.guidance_scale >= 0:
+            if isinstance(self.guidance_scale, bool) or not isinstance(self.guidance_scale, (int, float)) \
+                    or not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
                 raise ValueError(f"guidance_scale must be a number >= 0, got {self.guidance_scale!r}")
         if self.solver is None and self.cache is None and self.guidance is None and self.steps is None \
                 and self.guidance_scale is None:
@@ -251,7 +253,8 @@ class Stack:
         return {"format": FORMAT, "solver": asdict(self.solver) if self.solver else None, "steps": self.steps,
                 "cache": asdict(self.cache) if self.cache else None,
                 "guidance": _guidance_to_dict(self.guidance) if self.guidance else None,
-                "guidance_scale": self.guidance_scale, "fingerprint": self.fingerprint, "metadata": self.metadata}
+                **({"guidance_scale": self.guidance_scale} if self.guidance_scale is not None else {}),
+                "fingerprint": self.fingerprint, "metadata": self.metadata}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Stack":

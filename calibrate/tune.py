@@ -225,6 +225,10 @@ class _Search:
                     d = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by a kill
                     continue
+                st = d["stack"]
+                if st.get("guidance") is None and st.get("guidance_scale") is None:  # a record from before configs
+                    st["guidance_scale"] = runner.cfg.guidance  # carried CFG's scale: measured at the tune's
+                    d["key"] = Stack.from_dict(st).shorthand()
                 self.records[d["key"]] = d
 
     def measure(self, stage: str, stacks: list[Stack], deadline: float | None = None) -> list[dict]:
@@ -329,17 +333,20 @@ def _label(stack: Stack) -> str:
 
 def teacher_seconds(plain_seconds: float, cfg: TuneConfig, n_prompts: int) -> float:
     """About what LD3's teacher solve costs before its deadline can stop it: 200 steps of the guided denoiser
-    (the plain pipeline's at ``cfg.steps``, ``plain_seconds`` per image) on each of its prompts."""
+    (the plain pipeline's at ``cfg.steps``, ``plain_seconds`` per image) on each of its prompts (one prompt serves
+    both its halves)."""
     from .steps import LD3Config
 
-    return plain_seconds * LD3Config().teacher_steps / cfg.steps * min(LD3_PROMPTS, n_prompts)
+    return plain_seconds * LD3Config().teacher_steps / cfg.steps * max(2, min(LD3_PROMPTS, n_prompts))
 
 
 def first_generation_seconds(plain_seconds: float, speedup: float, cfg: TuneConfig, n_prompts: int,
                              world: int) -> float:
-    """About what an ECAD search costs before its deadline can stop it: its reference and first population, each
-    a run over the prompts at most as slow as the configuration searched in (``speedup``), shared by ``world``."""
-    return (1 + -(-cfg.ecad_pop // world)) * plain_seconds * n_prompts / max(speedup, 1e-6)
+    """About what an ECAD search costs before its deadline can stop it: its latency model (9 calls of one batch),
+    reference and first population (a run over the prompts each, the population shared by ``world`` processes), all
+    at most as slow as the configuration searched in (``speedup``)."""
+    images = (1 + -(-cfg.ecad_pop // world)) * n_prompts + 9 * min(cfg.batch, n_prompts)
+    return plain_seconds * images / max(speedup, 1e-6)
 
 
 def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float,
@@ -573,6 +580,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         if not started and need > share:  # the deadline cannot cut a teacher solve short
             tqdm.write(f"tune: learned steps for {job.shorthand()} left out: its teacher solve needs about "
                        f"{need:.0f} s, more than the {share:.0f} s left for it (a larger --budget-minutes makes room)")
+            clock.save()
             continue
         try:
             learned.append(learn_job(pipe, job, search_prompts, cfg, out,

@@ -141,3 +141,17 @@ def test_a_peer_that_reorders_modules_leaves_the_weights_signature_as_it_was(tmp
     res = run_bench(BenchConfig(pipeline="pixart-eps", methods=("plain", "dbcache:0.2", "solver:5:v3"), num_images=2,
                                 batch=2, steps=6, timing_rounds=0, fd_effnet=False, out=str(tmp_path)))
     assert [r["method"] for r in res] == ["plain", "dbcache:0.2", "solver:5:v3"]
+
+
+def test_a_row_at_its_own_scale_conditions_true_cfg_at_that_scale():
+    """An undistilled FLUX guides through true_cfg_scale: a cfg:W row (or a config's scale) moves it, and a row at
+    scale 1 leaves CFG off, rather than keeping the bench's --guidance."""
+    from accel.bench.driver import BenchConfig, _call_args
+    from accel.bench.rows import make_row
+    from tiny import tiny_flux
+
+    pipe, cfg = tiny_flux(), BenchConfig(pipeline="flux", guidance=4.5, steps=4)
+    assert _call_args(pipe, make_row("plain"), cfg, ["a cat"])["true_cfg_scale"] == 4.5
+    assert _call_args(pipe, make_row("cfg:7"), cfg, ["a cat"])["true_cfg_scale"] == 7.0
+    off = _call_args(pipe, make_row("cfg:1"), cfg, ["a cat"])
+    assert "true_cfg_scale" not in off and "negative_prompt" not in off and off["guidance_scale"] == 1.0

@@ -50,6 +50,7 @@ def test_the_parts_are_typed():
     ({"format": "accel.Stack/1", "steps": 0}, "at least 1"),
     ({"format": "accel.Stack/1", "guidance": {"method": "apg", "scale": 6}, "guidance_scale": 6}, "its own scale"),
     ({"format": "accel.Stack/1", "guidance_scale": -1}, "number >= 0"),
+    ({"format": "accel.Stack/1", "guidance_scale": True}, "number >= 0"),
     ({"format": "accel.Stack/1"}, "empty stack"),
 ])
 def test_a_bad_file_is_refused_with_the_reason(bad, reason, tmp_path):
@@ -84,6 +85,7 @@ def test_a_cfg_config_carries_its_scale(tmp_path):
     """A stack with the pipeline's own CFG sets the call's guidance scale as an APG stack does."""
     stack = Stack.from_shorthand("solver:3:unipc+cfg:6")
     assert stack.guidance is None and stack.call_defaults() == {"num_inference_steps": 3, "guidance_scale": 6.0}
+    assert "guidance_scale" not in Stack.from_shorthand("solver:3:unipc").to_dict()  # files older accel reads
     pipe = tiny_pixart()
     accel.apply(pipe, config=stack.save(tmp_path / "stack.json"))
     assert pipe.accel_defaults == {"num_inference_steps": 3, "guidance_scale": 6.0}

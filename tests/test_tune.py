@@ -61,12 +61,29 @@ def test_the_grid_configs_carry_the_guidance_they_were_measured_at():
     assert Stack.from_dict(stacks[0].to_dict()) == stacks[0]
 
 
+def test_a_resumed_older_run_reads_its_cfg_records_at_the_tune_scale(tmp_path):
+    """Records written before configs carried CFG's scale are read with the tune's, so nothing is measured twice
+    and a chosen CFG config carries its scale."""
+    from types import SimpleNamespace
+
+    from accel.calibrate.tune import _Search
+
+    old = Stack(SolverSpec("unipc"), 3).to_dict()
+    (tmp_path / "candidates.jsonl").write_text(json.dumps({"key": "solver:3:unipc", "stack": old, "speedup": 5.0}) + "\n")
+    search = _Search(SimpleNamespace(cfg=TuneConfig(guidance=6.0)), None, 1.0, tmp_path, None, 0, 1)
+    key = grid(TuneConfig(guidance=6.0, solvers=("unipc",), nfes=(3,), guidance_methods=("cfg",)))[0].shorthand()
+    assert list(search.records) == [key] and Stack.from_dict(search.records[key]["stack"]).guidance_scale == 6.0
+
+
 def test_what_a_deadline_cannot_cut_is_costed_before_it_starts():
     # LD3's teacher: 200 steps on at most 64 prompts, at the plain pipeline's seconds per image of 20 steps
     assert teacher_seconds(0.1, TuneConfig(steps=20), 100) == pytest.approx(0.1 * 10 * 64)
     assert teacher_seconds(0.1, TuneConfig(steps=20), 8) == pytest.approx(0.1 * 10 * 8)
-    # ECAD's reference and first population (16 candidates, 8 per process) at the searched config's speed
-    assert first_generation_seconds(0.1, 4.0, TuneConfig(ecad_pop=16), 10, world=2) == pytest.approx(9 * 0.1 * 10 / 4)
+    assert teacher_seconds(0.1, TuneConfig(steps=20), 1) == pytest.approx(0.1 * 10 * 2)  # one prompt, both halves
+    # ECAD's latency model (9 calls of a batch), reference and first population (16, 8 per process) at the
+    # searched config's speed
+    assert first_generation_seconds(0.1, 4.0, TuneConfig(ecad_pop=16, batch=4), 10, world=2) == \
+        pytest.approx((9 * 10 + 9 * 4) * 0.1 / 4)
 
 
 def test_validation_images_follow_the_time_left():

@@ -101,8 +101,12 @@ def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
     kw = call_kwargs(pipe, prompts, cfg.steps, cfg.guidance, cfg.height, cfg.width)
     fixed = {k: v for k, v in getattr(pipe, "accel_defaults", {}).items() if k in ("num_inference_steps", "guidance_scale")}
     kw.update(fixed)
-    if "guidance_scale" in fixed:
-        kw.update(condition(pipe, prompts, fixed["guidance_scale"]))
+    scale = row.call_kwargs.get("guidance_scale", fixed.get("guidance_scale"))
+    if scale is not None:  # a scale of the row's own: the conditioning follows it (an undistilled FLUX's true CFG)
+        if "true_cfg_scale" in kw:
+            del kw["true_cfg_scale"]
+            kw.pop("negative_prompt", None)
+        kw.update(condition(pipe, prompts, scale))
     kw.update(row.call_kwargs)
     return kw
 
