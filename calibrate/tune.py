@@ -571,20 +571,20 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     # 2. learned steps
     mine, learned = steps_jobs(search.measured(), cfg)[rank::world], []
     end = clock.deadline("steps")
+    need = teacher_seconds(plain_seconds, cfg, len(search_prompts))
     for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
         done = out / "steps" / f"{_label(job)}.json"
         started = done.exists() or Path(f"{done}.partial").exists()
         if time.time() >= end and not started:
             break  # no time left for a job not yet started (a started one returns its best points at once)
-        share, need = (end - time.time()) / (len(mine) - k), teacher_seconds(plain_seconds, cfg, len(search_prompts))
+        share = (end - time.time()) / (len(mine) - k)
         if not started and need > share:  # the deadline cannot cut a teacher solve short
             tqdm.write(f"tune: learned steps for {job.shorthand()} left out: its teacher solve needs about "
                        f"{need:.0f} s, more than the {share:.0f} s left for it (a larger --budget-minutes makes room)")
             clock.save()
             continue
         try:
-            learned.append(learn_job(pipe, job, search_prompts, cfg, out,
-                                     time.time() + (end - time.time()) / (len(mine) - k), call_kwargs))
+            learned.append(learn_job(pipe, job, search_prompts, cfg, out, time.time() + share, call_kwargs))
         except Exception as e:  # noqa: BLE001 - one configuration that cannot learn leaves the others
             tqdm.write(f"tune: learned steps for {job.shorthand()} left out: {_reason(e)}")
         clock.save()
@@ -615,8 +615,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
                            "room)")
             continue
         try:
-            cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + (end - time.time()) / (len(jobs) - k),
-                              labels is not None, call_kwargs)
+            cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + share, labels is not None, call_kwargs)
         except Exception as e:  # noqa: BLE001 - raised on every process alike (ECAD shares its failures)
             if rank == 0:
                 tqdm.write(f"tune: cache search in {job.shorthand()} left out: {e}")

@@ -98,15 +98,10 @@ class BenchConfig:
 def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
     """The call on ``prompts``: the bench's steps, guidance and size; a one-step pipeline's defaults fix its steps
     and guidance; the row's own arguments last."""
-    kw = call_kwargs(pipe, prompts, cfg.steps, cfg.guidance, cfg.height, cfg.width)
-    fixed = {k: v for k, v in getattr(pipe, "accel_defaults", {}).items() if k in ("num_inference_steps", "guidance_scale")}
-    kw.update(fixed)
-    scale = row.call_kwargs.get("guidance_scale", fixed.get("guidance_scale"))
-    if scale is not None:  # a scale of the row's own: the conditioning follows it (an undistilled FLUX's true CFG)
-        if "true_cfg_scale" in kw:
-            del kw["true_cfg_scale"]
-            kw.pop("negative_prompt", None)
-        kw.update(condition(pipe, prompts, scale))
+    defaults = getattr(pipe, "accel_defaults", {})
+    # the scale the call runs at, known before conditioning: an undistilled FLUX's true CFG follows it
+    scale = row.call_kwargs.get("guidance_scale", defaults.get("guidance_scale", cfg.guidance))
+    kw = call_kwargs(pipe, prompts, defaults.get("num_inference_steps", cfg.steps), scale, cfg.height, cfg.width)
     kw.update(row.call_kwargs)
     return kw
 

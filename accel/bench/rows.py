@@ -414,11 +414,13 @@ def _config(spec: str, arg: str) -> Row:
 
 
 def _stack_row(spec: str, stack, label: str, config: dict) -> Row:
+    defaults = stack.call_defaults()
+
     def attach(pipe, cfg):
         # the scale the row's calls run at (the stack's own, else the bench's): DC's ratios are chosen for it
         accel.apply(pipe, **stack.apply_kwargs(pipe, stack.steps or cfg.steps,
-                                               stack.call_defaults().get("guidance_scale", cfg.guidance)))
+                                               defaults.get("guidance_scale", cfg.guidance)))
 
     shorthand = "stack:" + stack.shorthand() if stack.steps or stack.solver is None else spec
-    return Row(spec, label, attach, accel.remove, call_kwargs=stack.call_defaults(), config=config,
+    return Row(spec, label, attach, accel.remove, call_kwargs=defaults, config=config,
                latency_stand_in=_dc_stand_in(shorthand))
