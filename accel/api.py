@@ -156,7 +156,7 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
 
     Example:
         >>> import accel
-        >>> pipe = accel.pipelines.load_reference("pixart-eps")  # doctest: +SKIP
+        >>> pipe = accel.pipelines.reference.load_reference("pixart-eps")  # doctest: +SKIP
         >>> accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 20, interval=2))  # doctest: +SKIP
         >>> images = pipe(["a photo of a sneaker"], num_inference_steps=20, **pipe.accel_defaults).images  # doctest: +SKIP
         >>> print(accel.stats(pipe)); accel.remove(pipe)  # doctest: +SKIP

@@ -5,10 +5,11 @@ import argparse
 
 
 def add_calibrate_parser(sub) -> None:
-    from .calibrate import METHODS
+    from .calibrate.registry import methods
     from .calibrate.cli_common import add_shared_args
     from .cli_args import add_call_args, add_device_args, check_call_args
 
+    METHODS = methods()
     s = sub.add_parser("calibrate", help="calibrate a cache schedule or solver statistics for a pipeline")
     s.add_argument("--method", required=True, choices=sorted(METHODS), help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     s.add_argument("--pipeline", default="pixart-eps", help="reference name or local pipeline folder")

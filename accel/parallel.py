@@ -18,7 +18,7 @@ processors replace).
 Example (on 2 GPUs, ``torchrun --nproc_per_node 2 run.py``):
     >>> import accel, torch  # doctest: +SKIP
     >>> from accel.parallel import ContextParallel, enable_context_parallel  # doctest: +SKIP
-    >>> pipe = accel.pipelines.load_pipeline("my-flux-folder", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
+    >>> pipe = accel.pipelines.reference.load_pipeline("my-flux-folder", dtype=torch.bfloat16, device="cuda")  # doctest: +SKIP
     >>> enable_context_parallel(pipe, ContextParallel.parse("ulysses:2"))  # doctest: +SKIP
     >>> accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 28, interval=2))  # doctest: +SKIP
     >>> image = pipe("a photo of a sneaker", num_inference_steps=28).images[0]  # same image on every rank  # doctest: +SKIP

@@ -18,7 +18,7 @@ import torch
 
 import accel
 from accel.api import handle_of
-from accel.pipelines import load_reference
+from accel.pipelines.reference import load_reference
 
 
 def main() -> None:

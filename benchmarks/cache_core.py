@@ -65,7 +65,7 @@ def _model(a):
         dtype = getattr(torch, a.dtype)
         pipe = pixart_alpha_shaped(dtype=dtype, num_layers=a.layers)
         return pipe, lambda: pixart_alpha_shaped_inputs(steps=a.steps, dtype=dtype)
-    from accel.pipelines import load_reference
+    from accel.pipelines.reference import load_reference
 
     pipe = load_reference(a.model)
     pipe.set_progress_bar_config(disable=True)

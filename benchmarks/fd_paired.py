@@ -19,7 +19,7 @@ import accel
 from accel.metrics.features import domain_features
 from accel.metrics.frechet import FeatureStats
 from accel.metrics.quality import REF_STATS, fd_domain_of_features
-from accel.pipelines import load_reference
+from accel.pipelines.reference import load_reference
 from accel.pipelines.data import calibration_prompts, eval_prompts
 from accel.solvers.named import with_guidance
 from solvers import decode, latents  # benchmarks/solvers.py: the same seeding and decoding

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 import accel
 from accel import metrics
-from accel.pipelines import load_reference
+from accel.pipelines.reference import load_reference
 from accel.pipelines.data import eval_prompts
 from accel.solvers.learned_steps import StepFile
 

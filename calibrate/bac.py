@@ -355,7 +355,7 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
 
     Example:
         >>> import accel
-        >>> from accel.pipelines import load_reference
+        >>> from accel.pipelines.reference import load_reference
         >>> from accel.calibrate.bac import calibrate_bac, prompt_batches
         >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
         >>> calls = prompt_batches(["a photo of a sneaker", "an ankle boot"] * 8, batch=16)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,8 +16,16 @@ class CalibrationMethod:
 
 
 METHODS: dict[str, CalibrationMethod] = {}
+BUILTIN = ("bac", "dc", "ecad", "ems", "steps", "uniform")  # modules of this package that register a method
 
 
 def register(method: CalibrationMethod) -> CalibrationMethod:
     METHODS[method.name] = method
     return method
+
+
+def methods() -> dict[str, CalibrationMethod]:
+    """Every calibration method by name, the built-in ones imported (and so registered) on first use."""
+    for name in BUILTIN:
+        importlib.import_module(f"{__package__}.{name}")
+    return METHODS

@@ -22,7 +22,7 @@ and the time spent is kept in ``state.json``, so a run killed at any moment cont
 plain timing), learns a shard of the step files, and ECAD and the bench spread their work as they do alone.
 
 Example:
-    >>> from accel.pipelines import load_reference
+    >>> from accel.pipelines.reference import load_reference
     >>> from calibrate.tune import TuneConfig, tune  # doctest: +SKIP
     >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
     >>> result = tune(pipe, "pixart-eps", TuneConfig(max_quality_loss=0.1, budget_minutes=60), "outputs/tune")  # doctest: +SKIP

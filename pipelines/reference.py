@@ -10,7 +10,7 @@ Both use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI packag
 ``python -m accel.pipelines.training``. They generate 32x32 grayscale images.
 
 Example:
-    >>> from accel.pipelines import load_reference
+    >>> from accel.pipelines.reference import load_reference
     >>> pipe = load_reference("pixart-eps")  # doctest: +SKIP
     >>> img = pipe("a photo of a sneaker", **pipe.accel_defaults).images[0]  # doctest: +SKIP
 """

@@ -131,7 +131,7 @@ def test_v3_and_dc_through_a_flowmatch_schedule_beat_unipc_on_a_trained_flow_mod
 
     from accel.calibrate.dc import sample, search_ratios
     from accel.calibrate.model_fn import GuidedDenoiser
-    from accel.pipelines import load_reference
+    from accel.pipelines.reference import load_reference
     from accel.pipelines.calls import condition
     from accel.solvers import DPMSolverV3Scheduler
     from accel.solvers.baselines import UniPC

@@ -223,7 +223,7 @@ def test_a_cache_schedule_lays_over_learned_steps_in_a_stack(tmp_path):
 
 
 def test_the_shipped_step_files_belong_to_their_reference_pipeline():
-    from accel.pipelines import load_reference
+    from accel.pipelines.reference import load_reference
     from accel.pipelines.components import WEIGHTS_DIR
 
     files = sorted((WEIGHTS_DIR / "solvers").glob("steps-*.json"))

@@ -157,7 +157,7 @@ def test_tune_on_a_saved_sd3_folder_resumes_after_kill_and_writes_a_loadable_con
     # the chosen config loads and runs from a folder of its own
     chosen = Stack.load(out / "chosen" / "config.json")
     assert chosen.metadata["validation"]["quality_loss"] <= 0.1
-    from accel.pipelines import load_pipeline
+    from accel.pipelines.reference import load_pipeline
 
     pipe = load_pipeline(str(folder))
     pipe.set_progress_bar_config(disable=True)
@@ -207,7 +207,7 @@ def test_bad_arguments_are_refused_before_loading(extra, message, tmp_path, caps
 
 def test_the_shipped_tuned_configs_load_and_lead_the_default_bench():
     from accel.bench_cli import GENERIC, default_methods
-    from accel.pipelines import tuned_config
+    from accel.pipelines.reference import tuned_config
     from accel.pipelines.families import fingerprint
     from accel.pipelines.reference import load_reference
 
