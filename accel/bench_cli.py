@@ -11,7 +11,7 @@ GENERIC = "plain,uniform:2,uniform:3,fbcache:0.3"
 def default_methods(pipeline: str) -> str:
     """The rows of a bench given none: on a reference pipeline the shipped tuned config beside the plain pipeline,
     accel's uniform cache and the diffusers peers (the README's main job), elsewhere a few caches."""
-    from .pipelines import tuned_config
+    from .pipelines.reference import tuned_config
 
     path = tuned_config(pipeline)
     return f"plain,config:{path},uniform:2,{PEERS}" if path else GENERIC

@@ -44,7 +44,7 @@ def load_pipeline_on(name: str, device: str = "auto", dtype: str = "float32"):
     """
     import torch
 
-    from .pipelines import load_pipeline
+    from .pipelines.reference import load_pipeline
 
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")

@@ -191,7 +191,7 @@ def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str], warm: b
 
 def run_bench(cfg: BenchConfig) -> list[dict]:
     """Run every row of ``cfg``; write results.json, results.md, pareto.png and grid.png to ``cfg.out``."""
-    from ..pipelines import load_pipeline
+    from ..pipelines.reference import load_pipeline
 
     rows = [make_row(m) for m in cfg.methods]
     if not rows or rows[0].name != "plain":
