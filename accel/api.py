@@ -17,12 +17,12 @@ from typing import Any, Callable
 import torch
 from diffusers.hooks import HookRegistry
 
-from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, DenoiserStepHook
+from .cache.hooks import COMPONENT_HOOK, STEP_HOOK, ComponentCacheHook, DenoiserStepHook, ResidualCacheHook
 from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
 from .cache.token_refresh import TokenRefresh
 from .parallel import check_composes, context_parallel_of, rank_report
-from .pipelines.families import FamilyLayout, UNetLevels, find_denoiser, layout_of
+from .pipelines.families import FamilyLayout, UNetLevels, find_denoiser, find_layout, layout_of, timestep_arg
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
 
@@ -70,6 +70,10 @@ def _schedule_file(pipe, path, denoiser) -> CachePolicy:
 @register_cache_handler(TokenRefresh)
 def _token_refresh(pipe, policy: TokenRefresh, denoiser) -> CachePolicy:
     layout = layout_of(denoiser)
+    if any(not attr for g in layout.groups for _, attr in g.components):
+        raise ValueError(f"TokenRefresh recomputes tokens of attention and feed-forward components; the {layout.name} "
+                         "layout caches whole blocks (no family layout of its own), so it would skip nothing: use a "
+                         "CacheSchedule")
     if isinstance(layout, UNetLevels):
         raise ValueError("TokenRefresh recomputes tokens of attention and feed-forward components; the UNet's "
                          "cached components are whole depth levels, so it would skip nothing: use a CacheSchedule")
@@ -106,7 +110,7 @@ class AccelHandle:
     """What accel attached to one pipeline, and what ``remove`` must undo."""
 
     denoiser: torch.nn.Module
-    layout: FamilyLayout
+    layout: FamilyLayout | None  # None: a denoiser with no block layout (solvers, guidance and timing only)
     state: RunState
     hooked: list[tuple[torch.nn.Module, str, bool]] = field(default_factory=list)  # module, hook, made registry
     old_scheduler: Any = None
@@ -175,11 +179,15 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
                 raise ValueError(f"this {type(denoiser).__name__} is already accelerated through another pipeline "
                                  f"({type(other).__name__}) sharing it; a pipeline built from the same components "
                                  "runs as plain: accel.remove(that pipeline) first to accelerate this one")
-        layout = layout_of(denoiser)
+        layout, no_layout = find_layout(denoiser)
+        if layout is None and (cache is not None or attention is not None):
+            raise NotImplementedError(f"{'caching' if cache is not None else 'accel attention'} needs the denoiser's "
+                                      f"block layout: {no_layout}")
         if attention is not None:
             from .kernels.select import Backend
 
             Backend(attention)
+        blocks = layout.blocks(denoiser) if layout is not None else []
         policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
         new_scheduler = None
         if solver is not None:
@@ -206,7 +214,6 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     if pipe in _HANDLES:
         remove(pipe)
 
-    blocks = layout.blocks(denoiser)
     refs = [r for blk in blocks for r in blk]
     slots = [(r.block, r.component, r.name) for r in refs]
     state = RunState(pipe if attr else None, slots, policy, [r.module for r in refs])
@@ -221,8 +228,9 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         state.call_listeners.append(_step_guidance_check(new_scheduler.learned_steps))
     if not one_step:  # a one-step pipeline gets no hooks at all: nothing to reuse, nothing to slow down
         for i, r in enumerate(refs):
-            handle.add_hook(r.module, ComponentCacheHook(state, i), COMPONENT_HOOK)
-        handle.add_hook(denoiser, DenoiserStepHook(state), STEP_HOOK)
+            hook = ResidualCacheHook(state, i, r.io) if r.io is not None else ComponentCacheHook(state, i)
+            handle.add_hook(r.module, hook, COMPONENT_HOOK)
+        handle.add_hook(denoiser, DenoiserStepHook(state, timestep_arg(denoiser)), STEP_HOOK)
         if policy is not None and policy.fast_path:
             _add_block_fast_paths(handle, refs)
         if policy is not None or attention is not None:  # (attention reuses text keys of an unchanged projection)
@@ -268,7 +276,7 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
     """A ``BlockSkipHook`` on every block of a family with an exact fast path (see ``accel.cache.block_skip``)."""
     from .cache.block_skip import BLOCK_HOOK, FAST_PATHS, BlockSkipHook
 
-    path = FAST_PATHS.get(handle.layout.name)
+    path = FAST_PATHS.get(handle.layout.name) if handle.layout is not None else None
     if path is None:
         return
     slot_of = {r.name: i for i, r in enumerate(refs)}
@@ -289,7 +297,7 @@ def _add_call_invariant(handle: AccelHandle) -> None:
     (see ``accel.cache.call_invariant``)."""
     from .cache.call_invariant import CALL_INVARIANT, INVARIANT_HOOK, CallInvariantHook
 
-    for name in CALL_INVARIANT.get(handle.layout.name, ()):
+    for name in CALL_INVARIANT.get(handle.layout.name if handle.layout is not None else "", ()):
         module = getattr(handle.denoiser, name, None)
         if isinstance(module, torch.nn.Module):
             handle.invariant[name] = CallInvariantHook(handle.state)
@@ -451,7 +459,7 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
         macs_total, per = h.macs.get(_shape_key(*h.state.last_inputs), (0, per))
     n_slots = len(h.state.slots)
     per, per_invariant = per[:n_slots], per[n_slots:]
-    cnames = h.layout.component_names
+    cnames = h.layout.component_names if h.layout is not None else ()
     comps = [
         ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i], rec.partial[i], rec.refreshed[i])
         for i, (b, c, name) in enumerate(h.state.slots)
@@ -463,4 +471,5 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
     extra = {k: fn() for k, fn in h.state.reporters.items()}
     if cp is not None:
         extra["context_parallel"] = {**cp, "macs": "this rank's"}
-    return Stats(h.layout.name, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)
+    family = h.layout.name if h.layout is not None else type(h.denoiser).__name__
+    return Stats(family, rec.steps, rec.denoiser_calls, comps, full, full - saved, seconds, extra)

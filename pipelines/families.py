@@ -4,11 +4,17 @@ A *block* is one entry of the schedule's block axis; a *component* is a submodul
 output (a residual branch) the cache stores and reuses. No model forward is copied: the cache hooks
 wrap the component modules' own ``forward``.
 
-Adding a family is one ``register_family(...)`` call with its layout and a tiny-config test.
+Adding a family is one ``register_family(...)`` call with its layout and a tiny-config test. A denoiser with no
+layout of its own whose class declares ``_repeated_blocks`` (as about 45 diffusers transformers do, for
+``compile_repeated_blocks``) gets a generic one (``generic_layout``): each repeated block is one component, the
+block's residual on the hidden states (and on the encoder hidden states where the block returns them), read
+through diffusers' ``TransformerBlockRegistry`` or ``register_block_io``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 
@@ -26,17 +32,58 @@ class BlockGroup:
     """
 
     path: str
-    components: tuple[tuple[str, str], ...]
+    components: tuple[tuple[str, str], ...]  # (name, attribute); attribute "": the block itself, its residual cached
+
+
+@dataclass(frozen=True)
+class BlockIO:
+    """Where a transformer block takes and returns its hidden states (and encoder hidden states): what caching the
+    block's residual needs. ``*_out`` is an index into the returned tuple; ``hidden_out=None``: the block returns
+    the hidden states tensor itself. ``*_pos``: the argument's position in ``forward`` (for positional calls)."""
+
+    hidden_arg: str
+    hidden_pos: int
+    hidden_out: int | None = None
+    encoder_arg: str | None = None
+    encoder_pos: int | None = None
+    encoder_out: int | None = None
+
+    def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The hidden states and encoder hidden states (None when the block returns none) of one call."""
+        def arg(name, pos):
+            return kwargs[name] if name in kwargs else (args[pos] if pos is not None and pos < len(args) else None)
+        enc = arg(self.encoder_arg, self.encoder_pos) if self.encoder_out is not None else None
+        return arg(self.hidden_arg, self.hidden_pos), enc
+
+    def outputs(self, out) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The hidden states and encoder hidden states a block returned (a bare tensor: the hidden states)."""
+        if isinstance(out, torch.Tensor):
+            return out, None
+        if self.hidden_out is None:
+            raise TypeError(f"the block was expected to return its hidden states tensor, got a {type(out).__name__}")
+        return out[self.hidden_out], (out[self.encoder_out] if self.encoder_out is not None else None)
+
+    def rebuild(self, template, hidden: torch.Tensor, encoder: torch.Tensor | None):
+        """The block's return value with these hidden states, laid out as ``template`` (an earlier return value)."""
+        if isinstance(template, torch.Tensor):
+            return hidden
+        out = list(template)
+        out[self.hidden_out] = hidden
+        if self.encoder_out is not None:
+            out[self.encoder_out] = encoder
+        return type(template)(out)
 
 
 @dataclass(frozen=True)
 class ComponentRef:
-    """One cacheable module: its place on the schedule axes and in the model."""
+    """One cacheable module: its place on the schedule axes and in the model. ``io`` is set when the component
+    is a whole block whose residual is cached (generic layouts), None when the module's output is."""
 
     block: int
     component: int
     name: str  # fully qualified module name inside the denoiser
     module: nn.Module = field(compare=False, repr=False)
+    io: BlockIO | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +118,10 @@ class FamilyLayout:
             for i, block in enumerate(_get(denoiser, g.path)):
                 refs = []
                 for cname, attr in g.components:
+                    if not attr:  # the whole block: its residual is what is cached
+                        refs.append(ComponentRef(len(out), cnames.index(cname), f"{g.path}.{i}", block,
+                                                 block_io(type(block))))
+                        continue
                     mod = getattr(block, attr, None)
                     if isinstance(mod, nn.Module):
                         refs.append(ComponentRef(len(out), cnames.index(cname), f"{g.path}.{i}.{attr}", mod))
@@ -156,14 +207,121 @@ def find_denoiser(pipe) -> tuple[str, nn.Module]:
     raise ValueError(f"{type(pipe).__name__} has no `transformer` or `unet` denoiser for accel to attach to.")
 
 
-def layout_of(denoiser: nn.Module) -> FamilyLayout:
-    """The family layout of a denoiser, or a clear error naming what is supported."""
+def find_layout(denoiser: nn.Module) -> tuple[FamilyLayout | None, str]:
+    """The layout of a denoiser (its family's, else the generic one from ``_repeated_blocks``) and, when there is
+    none, the sentence saying why and how to add one."""
     cls = type(getattr(denoiser, "_orig_mod", denoiser))
     for klass in cls.__mro__:
         if klass.__name__ in _FAMILIES:
-            return _FAMILIES[klass.__name__]
+            return _FAMILIES[klass.__name__], ""
+    try:
+        generic = generic_layout(denoiser)
+    except ValueError as e:
+        return None, str(e)
+    if generic is not None:
+        return generic, ""
     supported = ", ".join(f"{k} ({', '.join(v)})" for k, v in supported_families().items())
-    raise NotImplementedError(f"accel does not support the denoiser {cls.__name__} yet. Supported families: {supported}.")
+    return None, (f"{cls.__name__} has no block layout accel knows: it declares no `_repeated_blocks` and no family "
+                  f"is registered for it (families: {supported}); add one with "
+                  "accel.pipelines.families.register_family(FamilyLayout(...)) (docs/architecture.md)")
+
+
+def layout_of(denoiser: nn.Module) -> FamilyLayout:
+    """The block layout of a denoiser, or a ``NotImplementedError`` saying why there is none and how to add it."""
+    layout, why = find_layout(denoiser)
+    if layout is None:
+        raise NotImplementedError(why)
+    return layout
+
+
+# -- the generic layout ----------------------------------------------------------------------------------------
+GENERIC = "generic"
+_BLOCK_IO: dict[str, tuple[int | None, int | None]] = {}
+_GENERIC: dict[tuple, FamilyLayout] = {}
+
+
+def register_block_io(block_class: str, hidden_out: int | None, encoder_out: int | None = None) -> None:
+    """Say where a block class not in diffusers' ``TransformerBlockRegistry`` returns its hidden states (index
+    into its returned tuple; None: it returns the tensor itself) and encoder hidden states (None: it returns
+    none), so the generic layout can cache its residual."""
+    _BLOCK_IO[block_class] = (hidden_out, encoder_out)
+
+
+# blocks diffusers does not register, read from their forward: (encoder_hidden_states, hidden_states)
+register_block_io("ChromaTransformerBlock", 1, 0)
+register_block_io("ChromaSingleTransformerBlock", None)
+
+
+@functools.lru_cache(maxsize=None)
+def block_io(cls: type) -> BlockIO:
+    """Where blocks of ``cls`` take and return their hidden states: accel's ``register_block_io``, else diffusers'
+    ``TransformerBlockRegistry``, else (a block taking no encoder hidden states) the tensor it returns."""
+    params = [p for p in inspect.signature(cls.forward).parameters if p != "self"]
+    hidden_name, encoder_name = "hidden_states", "encoder_hidden_states"
+    if cls.__name__ in _BLOCK_IO:
+        hidden_out, encoder_out = _BLOCK_IO[cls.__name__]
+    else:
+        meta = _diffusers_block_metadata(cls)
+        if meta is not None:
+            hidden_out, encoder_out = meta.return_hidden_states_index, meta.return_encoder_hidden_states_index
+            hidden_name, encoder_name = meta.hidden_states_argument_name, meta.encoder_hidden_states_argument_name
+        elif encoder_name not in params:
+            hidden_out, encoder_out = None, None
+        else:
+            raise ValueError(f"{cls.__name__} is in neither diffusers' TransformerBlockRegistry nor accel's and takes "
+                             "encoder hidden states, so accel cannot tell which of its outputs is which: say so with "
+                             f"accel.pipelines.families.register_block_io({cls.__name__!r}, hidden_out=..., "
+                             "encoder_out=...)")
+    hidden_arg = hidden_name if hidden_name in params else params[0]  # Z-Image's blocks call it `x`
+    if encoder_out is not None and encoder_name not in params:
+        raise ValueError(f"{cls.__name__} returns encoder hidden states but takes no {encoder_name!r} argument")
+    return BlockIO(hidden_arg, params.index(hidden_arg), hidden_out,
+                   encoder_name if encoder_out is not None else None,
+                   params.index(encoder_name) if encoder_out is not None else None, encoder_out)
+
+
+def _diffusers_block_metadata(cls: type):
+    try:
+        from diffusers.hooks._helpers import TransformerBlockRegistry
+    except ImportError:  # an older diffusers
+        return None
+    for klass in cls.__mro__:
+        try:
+            return TransformerBlockRegistry.get(klass)
+        except ValueError:
+            continue
+    return None
+
+
+def generic_layout(denoiser: nn.Module) -> FamilyLayout | None:
+    """The generic layout of a denoiser whose class declares ``_repeated_blocks`` (None when it declares none): each
+    ``nn.ModuleList`` of repeated blocks, in the order the denoiser registers them, one component per block (its
+    residual). A ``ValueError`` when a block's outputs cannot be told apart (``block_io``)."""
+    root = getattr(denoiser, "_orig_mod", denoiser)
+    names = tuple(getattr(type(root), "_repeated_blocks", None) or ())
+    if not names:
+        return None
+    paths: list[str] = []
+    for path, mod in root.named_modules():
+        if (isinstance(mod, nn.ModuleList) and len(mod) and all(type(b).__name__ in names for b in mod)
+                and not any(path.startswith(p + ".") for p in paths)):
+            paths.append(path)
+    if not paths:
+        return None
+    key = (type(root).__name__, tuple(paths))
+    if key not in _GENERIC:
+        for path in paths:
+            for b in dict.fromkeys(type(b) for b in _get(root, path)):
+                block_io(b)  # refuse now, with the reason, a block whose outputs cannot be told apart
+        _GENERIC[key] = FamilyLayout(f"{GENERIC}:{type(root).__name__}", (type(root).__name__,),
+                                     tuple(BlockGroup(p, (("block", ""),)) for p in paths), ffn_components=())
+    return _GENERIC[key]
+
+
+def timestep_arg(denoiser: nn.Module) -> str:
+    """The name of the denoiser's timestep argument (``timestep``; Z-Image: ``t``)."""
+    params = inspect.signature(type(getattr(denoiser, "_orig_mod", denoiser)).forward).parameters
+    return next((p for p in ("timestep", "t", "timesteps") if p in params), "timestep")
 
 
 def fingerprint(denoiser: nn.Module) -> str:

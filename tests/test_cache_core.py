@@ -137,8 +137,14 @@ def test_apply_twice_replaces_and_bad_inputs_fail_clearly():
         def forward(self, x):
             return x
 
-    with pytest.raises(NotImplementedError, match="Supported families: pixart"):
-        accel.apply(Unknown())
+    unknown = Unknown()
+    with pytest.raises(NotImplementedError, match="no block layout.*families: pixart.*register_family"):
+        accel.apply(unknown, cache=accel.CacheSchedule.uniform(pipe, 6, 2))
+    with pytest.raises(NotImplementedError, match="register_family"):
+        accel.CacheSchedule.uniform(unknown, 6, 2)
+    accel.apply(unknown)  # what needs no block layout (timing) is not refused
+    assert unknown(torch.ones(2)).tolist() == [1.0, 1.0] and accel.stats(unknown).family == "Unknown"
+    accel.remove(unknown)
 
 
 def test_solver_swap_is_undone_by_remove():

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..solvers.noise_schedule import current_timestep
 from ..timing import Span, device_of
 from .policy import COMPUTE, REUSE, CachePolicy, Row
 
@@ -135,10 +136,14 @@ class RunState:
     def on_denoiser_call(self, timestep, args: tuple, kwargs: dict) -> None:
         if self.measuring:
             return
-        t = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
         pipe = self.pipe
         sched = getattr(pipe, "scheduler", None)
         ts = getattr(sched, "timesteps", None)
+        # the scheduler's own timestep where it keeps a step index: it falls step by step whatever the denoiser's
+        # time convention (Z-Image's model time rises)
+        own = current_timestep(sched) if sched is not None else None
+        timestep = own if own is not None else timestep
+        t = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
         new_call = (ts is not None and ts is not self._timesteps_obj) or self._last_t is None or t > self._last_t
         if new_call:
             caller = calling_pipeline() if pipe is not None else None

@@ -1,7 +1,10 @@
 """accel.guidance: APG and frequency-aware CFG for pipelines that do their own CFG, and as diffusers guiders."""
 from ..api import register_guidance_handler
+from ..pipelines.families import FamilyLayout
 from .hook import GUIDANCE_HOOK, GuidanceHook, prediction_type
 from .methods import APG, FrequencyAwareCFG
+
+_NO_LAYOUT = FamilyLayout("none", ())  # the CFG batch uncond first, the scheduler's timesteps, latents as they are
 
 
 @register_guidance_handler(APG)
@@ -12,7 +15,7 @@ def _attach(handle, method) -> None:
         raise ValueError("guidance needs a pipeline (with a scheduler), not a bare denoiser")
     if isinstance(method, APG):
         prediction_type(pipe.scheduler)  # fail at apply time on unsupported predictions
-    lay = handle.layout
+    lay = handle.layout or _NO_LAYOUT  # a denoiser with no block layout: diffusers' conventions
     hook = GuidanceHook(method, pipe, handle.state, lay.cfg_cond_first, lay.model_timestep_scale, lay.packed_latents)
     handle.add_hook(handle.denoiser, hook, GUIDANCE_HOOK)
     handle.state.reporters["guidance"] = hook.report

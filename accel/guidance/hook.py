@@ -24,7 +24,7 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import StateManager
 
 from ..cache.state import RunState
-from ..solvers.noise_schedule import NoiseSchedule
+from ..solvers.noise_schedule import NoiseSchedule, current_timestep
 from . import functional as G
 from .methods import APG, FrequencyAwareCFG
 
@@ -192,14 +192,23 @@ class GuidanceHook(ModelHook):
             out = G.frequency_aware_cfg(c, u, m.scale_low, m.scale_high, m.cutoff)
             return G.pack_tokens(out) if self.packed else out
         ns = self._noise_schedule()
-        t = t if torch.is_tensor(t) else torch.tensor([t], device=x_t.device)
-        t = t.flatten()[: cond.shape[0]] if t.numel() > 1 else t.flatten().expand(cond.shape[0])
-        a, s = ns.alpha_sigma(t.float() / self.timestep_scale)
+        a, s = ns.alpha_sigma(self._scheduler_time(t, cond.shape[0], x_t.device))
         pt = ns.prediction_type
         d_c, d_u = G.to_x0(cond, x_t, a, s, pt), G.to_x0(uncond, x_t, a, s, pt)
         d, self._running, clipped = G.apg(d_c, d_u, m.scale, m.eta, m.momentum, self._running, m.norm_threshold)
         self.clips.append(clipped.detach().reshape(-1))
         return G.from_x0(d, x_t, a, s, pt)
+
+    def _scheduler_time(self, t, n: int, device) -> torch.Tensor:
+        """The step's timestep in the scheduler's units for ``n`` samples: the scheduler's own (so the denoiser's
+        time convention does not matter: FLUX's t / 1000, Z-Image's 1 - t / 1000, per-token times), else the
+        denoiser's divided by the family's scale."""
+        own = current_timestep(self.pipe.scheduler)
+        if own is not None:
+            return torch.as_tensor(own, device=device).float().flatten()[:1].expand(n)
+        t = t if torch.is_tensor(t) else torch.tensor([t], device=device)
+        t = t.flatten()[:n] if t.numel() > 1 else t.flatten().expand(n)
+        return t.float() / self.timestep_scale
 
     def report(self) -> dict:
         clips = torch.cat(self.clips).float().cpu() if self.clips else None

@@ -112,6 +112,19 @@ class NoiseSchedule:
         return cfg
 
 
+def current_timestep(scheduler) -> torch.Tensor | None:
+    """The timestep (in the scheduler's units) of the step ``scheduler`` is at, read from its step index while the
+    pipeline calls the denoiser; None for schedulers that keep no step index (DDIM, PNDM, DDPM: VP schedulers whose
+    pipelines pass the denoiser that very timestep)."""
+    if not hasattr(type(scheduler), "step_index") or getattr(scheduler, "timesteps", None) is None:
+        return None
+    i = scheduler.step_index
+    if i is None:  # before the call's first step
+        i = getattr(scheduler, "begin_index", None) or 0
+    ts = scheduler.timesteps
+    return ts[min(int(i), len(ts) - 1)] if len(ts) else None
+
+
 def _accepted(fn, kwargs: dict) -> dict:
     params = inspect.signature(fn).parameters
     return {k: v for k, v in kwargs.items() if v is not None and k in params}
