@@ -10,7 +10,7 @@ import torch
 WORDS = ("a photo of the sneaker bag dress coat shirt trouser sandal boot pullover woman man in red blue green "
          "cat dog house tree on with and").split()
 DIT_LABELS = ("sneaker", "bag", "dress", "coat", "shirt", "trouser", "sandal", "ankle boot", "pullover", "tabby cat, cat")
-FAMILIES = ("flux", "sd3", "sdxl", "sd", "dit", "pixart-sigma")
+FAMILIES = ("flux", "sd3", "sdxl", "sd", "dit", "pixart-sigma", "flux2", "qwen-image", "z-image")
 
 
 def clip_tokenizer(folder: Path, max_length: int = 16):
@@ -48,6 +48,131 @@ def t5_encoder(d_model: int):
     cfg = T5Config(vocab_size=len(WORDS) + 3, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     return T5EncoderModel(cfg).eval()
+
+
+# --- byte-level BPE tokenizers (Qwen, Mistral) trained offline on a few sentences -------------------------------
+# Qwen2's pre-tokenizer split; words seen in the corpus become single tokens, anything else falls back to bytes.
+BPE_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                 "<|video_pad|>", "<think>", "</think>")
+# Qwen2.5/Qwen3 chat format for plain-text messages; ``enable_thinking=False`` appends Qwen3's empty think block.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+MISTRAL_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+                    "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
+# Mistral-Small-3.1's format; message content may be a string or a list of {"type": "text", "text": ...} parts.
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m.content is string %}{% set text = m.content %}"
+    "{% else %}{% set text = m.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% endif %}"
+    "{% if m.role == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif m.role == 'user' %}[INST]{{ text }}[/INST]"
+    "{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def _bpe_corpus() -> list[str]:
+    """The sentences the tiny BPE learns whole words from: WORDS and the fixed text the pipelines wrap prompts in
+    (Qwen-Image's system prompt then tokenizes to 34 tokens, the count the pipeline drops, as with the real one)."""
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+    qwen_image = ("<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, "
+                  "text, spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n"
+                  "<|im_end|>\n<|im_start|>assistant\n")
+    return [" ".join(WORDS), qwen_image, SYSTEM_MESSAGE, "a photo of a cat"]
+
+
+def _bpe(specials: tuple[str, ...]):
+    """A byte-level BPE (Qwen2's pre-tokenizer) trained on ``_bpe_corpus``: (vocab, merges)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(BPE_SPLIT), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=4096, min_frequency=1, special_tokens=list(specials),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_bpe_corpus(), trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def qwen_tokenizer():
+    """A ``Qwen2Tokenizer`` (the class Qwen-Image and Z-Image ship) over a tiny trained BPE, with a chat template."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _bpe(QWEN_SPECIALS)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=2048)
+    tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS[1:])})
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def mistral_tokenizer():
+    """FLUX.2's tokenizer stand-in: a fast tokenizer over a tiny trained BPE with Mistral's special tokens and chat
+    format. (FLUX.2 ships a ``PixtralProcessor``; it needs torchvision, which this environment lacks, and the
+    pipeline's text-to-image path only calls ``apply_chat_template``, which the tokenizer provides.)"""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _bpe(MISTRAL_SPECIALS)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(BPE_SPLIT), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", model_max_length=2048)
+    fast.add_special_tokens({"additional_special_tokens": list(MISTRAL_SPECIALS[3:5] + MISTRAL_SPECIALS[6:])})
+    fast.chat_template = MISTRAL_CHAT_TEMPLATE
+    return fast
+
+
+def mistral3_encoder(tok, hidden: int = 16, layers: int = 30):
+    """FLUX.2's text encoder class (Mistral3ForConditionalGeneration: Mistral text model + Pixtral vision tower), tiny.
+    30 layers because the pipeline stacks hidden states 10, 20 and 30 by default."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    ids = tok.convert_tokens_to_ids
+    cfg = Mistral3Config(
+        text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=hidden // 2,
+                         max_position_embeddings=1024, rms_norm_eps=1e-5, sliding_window=None,
+                         bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>")),
+        vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8, num_channels=3),
+        image_token_index=ids("[IMG]"), spatial_merge_size=1, vision_feature_layer=-1)
+    return Mistral3ForConditionalGeneration(cfg).eval()
+
+
+def qwen25vl_encoder(tok, hidden: int = 16):
+    """Qwen-Image's text encoder class (Qwen2_5_VLForConditionalGeneration), tiny, its vocabulary the tokenizer's."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = tok.convert_tokens_to_ids
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                         rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                         rope_theta=1000000.0, bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>")),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=hidden),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+def qwen3_encoder(tok, hidden: int = 16):
+    """Z-Image's text encoder class (Qwen3Model), tiny; the pipeline reads its second-to-last hidden state."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, head_dim=hidden // 2, max_position_embeddings=1024,
+                      bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    return Qwen3Model(cfg).eval()
 
 
 def build(family: str, tmp: Path, seed: int = 0):
@@ -94,6 +219,22 @@ def build(family: str, tmp: Path, seed: int = 0):
             norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False).eval()
         return PixArtSigmaPipeline(tokenizer=t5_tokenizer(), text_encoder=t5_encoder(32), vae=_vae(), transformer=tr,
                                    scheduler=DPMSolverMultistepScheduler())
+    if family in ("flux2", "qwen-image", "z-image"):
+        import tiny_families as tfam
+
+        if family == "flux2":  # FLUX.2-dev: Flux2Pipeline, Mistral3 text encoder, guidance-distilled transformer
+            tok = mistral_tokenizer()
+            enc = mistral3_encoder(tok, hidden=tfam.FLUX2_TEXT_DIM // 3)
+            return tfam.Flux2Pipeline(scheduler=tfam.flux2_scheduler(), vae=tfam.flux2_vae(seed), text_encoder=enc,
+                                      tokenizer=tok, transformer=tfam.flux2_transformer(seed))
+        tok = qwen_tokenizer()
+        if family == "qwen-image":
+            return tfam.QwenImagePipeline(scheduler=tfam.qwen_image_scheduler(), vae=tfam.qwen_image_vae(seed),
+                                          text_encoder=qwen25vl_encoder(tok, tfam.QWEN_TEXT_DIM), tokenizer=tok,
+                                          transformer=tfam.qwen_image_transformer(seed))
+        return tfam.ZImagePipeline(scheduler=tfam.z_image_scheduler(), vae=tfam.z_image_vae(seed),
+                                   text_encoder=qwen3_encoder(tok, tfam.Z_IMAGE_TEXT_DIM), tokenizer=tok,
+                                   transformer=tfam.z_image_transformer(seed))
     raise ValueError(family)
 
 
