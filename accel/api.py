@@ -22,7 +22,8 @@ from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
 from .cache.token_refresh import TokenRefresh
 from .parallel import check_composes, context_parallel_of, rank_report
-from .pipelines.families import FamilyLayout, UNetLevels, find_denoiser, find_layout, layout_of, timestep_arg
+from .pipelines.families import (FamilyLayout, UNetLevels, find_denoiser, find_layout, layout_named, layout_of,
+                                 timestep_arg)
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
 
@@ -187,8 +188,10 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
             from .kernels.select import Backend
 
             Backend(attention)
-        blocks = layout.blocks(denoiser) if layout is not None else []
         policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
+        if isinstance(policy, SchedulePolicy) and policy.schedule.family != layout.name:
+            layout = layout_named(denoiser, policy.schedule.family)  # a schedule made on the generic layout
+        blocks = layout.blocks(denoiser) if layout is not None else []
         new_scheduler = None
         if solver is not None:
             for match, fn in _SOLVER_HANDLERS:

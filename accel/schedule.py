@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipelines.families import find_denoiser, fingerprint, layout_of
+from .pipelines.families import find_denoiser, fingerprint, layout_named, layout_of
 
 
 REUSE_MODES = ("hold", "taylor")
@@ -78,7 +78,10 @@ class CacheSchedule:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def full(cls, pipe, num_inference_steps: int, **kw) -> "CacheSchedule":
-        """The all-compute schedule (output identical to the uncached pipeline)."""
+        """The all-compute schedule (output identical to the uncached pipeline).
+
+        Every constructor takes ``layout=``: None, the denoiser's own layout; ``"generic:<class>"``, the generic
+        one (whole blocks) of a family that has its own, to compare the two."""
         return cls._for(pipe, np.ones((num_inference_steps, 1, 1), bool), method="full", **kw)
 
     @classmethod
@@ -113,9 +116,9 @@ class CacheSchedule:
 
     @classmethod
     def _for(cls, pipe, steps_on: np.ndarray, method: str, resolution: tuple[int, int] | None = None,
-             reuse: str = "hold", **metadata) -> "CacheSchedule":
+             reuse: str = "hold", layout: str | None = None, **metadata) -> "CacheSchedule":
         _, den = find_denoiser(pipe)
-        layout = layout_of(den)
+        layout = layout_named(den, layout)
         blocks = layout.blocks(den)
         table = np.broadcast_to(steps_on, (steps_on.shape[0], len(blocks), len(layout.component_names))).copy()
         for b in layout.always_compute_blocks:
@@ -126,6 +129,11 @@ class CacheSchedule:
     def check_compatible(self, denoiser) -> None:
         """Raise ``ScheduleMismatchError`` naming what differs between this schedule and ``denoiser``."""
         layout = layout_of(denoiser)
+        if self.family.startswith("generic:") and self.family != layout.name:  # made with the generic layout
+            try:
+                layout = layout_named(denoiser, self.family)
+            except NotImplementedError:
+                pass
         blocks = layout.blocks(denoiser)
         problems = []
         if layout.name != self.family:

@@ -100,8 +100,11 @@ class FamilyLayout:
     always_compute_blocks: tuple[int, ...] = ()
     ffn_components: tuple[str, ...] = ("ff",)  # BAC's Bubbling Union refreshes errors before these
     cfg_cond_first: bool = False  # order of the CFG batch the pipeline builds (DiT: cond first)
-    model_timestep_scale: float = 1.0  # the denoiser gets the scheduler's timestep times this (FLUX: 1/1000)
-    packed_latents: bool = False  # latents as 2x2-patch tokens [B, rows * cols, 4C] with img_ids (FLUX)
+    # the denoiser gets the scheduler's timestep times this (FLUX: 1/1000); read only where the scheduler keeps no
+    # step index to read its own timestep from
+    model_timestep_scale: float = 1.0
+    output_sign: float = 1.0  # -1: the denoiser returns minus the scheduler's prediction (Z-Image)
+    cfg_scale_offset: float = 0.0  # the pipeline's guidance w is the CFG scale w + this (Z-Image: c + w (c - u))
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -182,12 +185,36 @@ FLUX = register_family(FamilyLayout(
         BlockGroup("single_transformer_blocks", (("attn", "attn"), ("proj_mlp", "proj_mlp"), ("proj_out", "proj_out"))),
     ),
     ffn_components=("ff", "ff_context", "proj_mlp"),
-    model_timestep_scale=1e-3, packed_latents=True,
+    model_timestep_scale=1e-3,
 ))
 SD3 = register_family(FamilyLayout(
     "sd3", ("SD3Transformer2DModel",),
     (BlockGroup("transformer_blocks", (("attn", "attn"), ("attn2", "attn2"), ("ff", "ff"), ("ff_context", "ff_context"))),),
     ffn_components=("ff", "ff_context"),
+))
+# The families of 2026: component layouts, so BAC and ECAD search attention and feed-forwards apart; the generic
+# layout (whole blocks) covers them too. Their pipelines pass the denoiser t / 1000 (Z-Image: 1 - t / 1000).
+FLUX2 = register_family(FamilyLayout(
+    "flux2", ("Flux2Transformer2DModel",),
+    (
+        BlockGroup("transformer_blocks", (("attn", "attn"), ("ff", "ff"), ("ff_context", "ff_context"))),
+        BlockGroup("single_transformer_blocks", (("attn", "attn"),)),  # attention and MLP fused in one module
+    ),
+    ffn_components=("ff", "ff_context"),
+    model_timestep_scale=1e-3,
+))
+QWEN_IMAGE = register_family(FamilyLayout(
+    "qwen-image", ("QwenImageTransformer2DModel",),
+    (BlockGroup("transformer_blocks", (("attn", "attn"), ("img_mlp", "img_mlp"), ("txt_mlp", "txt_mlp"))),),
+    ffn_components=("img_mlp", "txt_mlp"),
+    model_timestep_scale=1e-3,
+))
+Z_IMAGE = register_family(FamilyLayout(
+    "z-image", ("ZImageTransformer2DModel",),
+    tuple(BlockGroup(path, (("attention", "attention"), ("feed_forward", "feed_forward")))
+          for path in ("noise_refiner", "context_refiner", "layers")),  # image tokens, caption tokens, both
+    ffn_components=("feed_forward",),
+    cfg_cond_first=True, output_sign=-1.0, cfg_scale_offset=1.0,
 ))
 UNET = register_family(UNetLevels("unet", ("UNet2DConditionModel",), always_compute_blocks=(0,), ffn_components=()))
 
@@ -224,6 +251,19 @@ def find_layout(denoiser: nn.Module) -> tuple[FamilyLayout | None, str]:
     return None, (f"{cls.__name__} has no block layout accel knows: it declares no `_repeated_blocks` and no family "
                   f"is registered for it (families: {supported}); add one with "
                   "accel.pipelines.families.register_family(FamilyLayout(...)) (docs/architecture.md)")
+
+
+def layout_named(denoiser: nn.Module, name: str | None) -> FamilyLayout:
+    """The layout called ``name`` of a denoiser: its family's, or the generic one (``"generic:<class>"``) of a
+    family that has its own too, to compare the two; None: its default (``layout_of``)."""
+    layout = layout_of(denoiser)
+    if name is None or name == layout.name:
+        return layout
+    generic = generic_layout(denoiser) if name.startswith(GENERIC + ":") else None
+    if generic is None or generic.name != name:
+        raise NotImplementedError(f"{type(denoiser).__name__} has no layout {name!r} (its own: {layout.name!r}"
+                                  f"{f', generic: {generic.name!r}' if generic else ''})")
+    return generic
 
 
 def layout_of(denoiser: nn.Module) -> FamilyLayout:

@@ -4,7 +4,7 @@ from ..pipelines.families import FamilyLayout
 from .hook import GUIDANCE_HOOK, GuidanceHook, prediction_type
 from .methods import APG, FrequencyAwareCFG
 
-_NO_LAYOUT = FamilyLayout("none", ())  # the CFG batch uncond first, the scheduler's timesteps, latents as they are
+_NO_LAYOUT = FamilyLayout("none", ())  # diffusers' conventions: the CFG batch uncond first, the prediction as is
 
 
 @register_guidance_handler(APG)
@@ -16,7 +16,7 @@ def _attach(handle, method) -> None:
     if isinstance(method, APG):
         prediction_type(pipe.scheduler)  # fail at apply time on unsupported predictions
     lay = handle.layout or _NO_LAYOUT  # a denoiser with no block layout: diffusers' conventions
-    hook = GuidanceHook(method, pipe, handle.state, lay.cfg_cond_first, lay.model_timestep_scale, lay.packed_latents)
+    hook = GuidanceHook(method, pipe, handle.state, lay.cfg_cond_first, lay.model_timestep_scale, lay.output_sign)
     handle.add_hook(handle.denoiser, hook, GUIDANCE_HOOK)
     handle.state.reporters["guidance"] = hook.report
 

@@ -45,11 +45,14 @@ def apg(cond: torch.Tensor, uncond: torch.Tensor, scale: float, eta: float = 0.0
 
 
 def low_pass(x: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Low band as FreCaS defines it: bilinear resize down by ``cutoff`` and back up."""
+    """Low band as FreCaS defines it: bilinear resize down by ``cutoff`` and back up, over the last two (spatial)
+    dimensions; every other dimension (channels, and a video's frames) is a plane of its own, so a clip is split
+    per frame, spatially (FreCaS defines its bands on images)."""
     h, w = x.shape[-2:]
+    planes = x.reshape(-1, 1, h, w)
     small = (max(1, round(h * cutoff)), max(1, round(w * cutoff)))
-    down = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
-    return F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False)
+    down = F.interpolate(planes, size=small, mode="bilinear", align_corners=False)
+    return F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False).reshape(x.shape)
 
 
 def frequency_aware_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale_low: float, scale_high: float,

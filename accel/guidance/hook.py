@@ -29,7 +29,8 @@ from . import functional as G
 from .methods import APG, FrequencyAwareCFG
 
 GUIDANCE_HOOK = "accel.guidance"
-_SAMPLE_ARGS = ("hidden_states", "sample")
+_SAMPLE_ARGS = ("hidden_states", "sample", "x")  # the latents argument of the denoiser (Z-Image: x)
+_TIME_ARGS = ("timestep", "t", "timesteps")
 NOTHING_TO_GUIDE = ("accel guidance: this pipeline call has no classifier-free guidance (one denoiser call per step, "
                     "no CFG batch), so there is nothing to guide and the output is the plain one; pass "
                     "guidance_scale > 1 (FLUX: true_cfg_scale > 1 and a negative prompt)")
@@ -61,14 +62,14 @@ class GuidanceHook(ModelHook):
     _is_stateful = True  # so diffusers hands it the cache context ("cond" / "uncond") a pipeline sets
 
     def __init__(self, method: APG | FrequencyAwareCFG, pipe, state: RunState, cond_first: bool,
-                 timestep_scale: float = 1.0, packed: bool = False) -> None:
+                 timestep_scale: float = 1.0, output_sign: float = 1.0) -> None:
         super().__init__()
         self.method = method
         self.pipe = pipe
         self.state = state
         self.cond_first = cond_first
         self.timestep_scale = timestep_scale
-        self.packed = packed
+        self.output_sign = output_sign  # -1: the denoiser returns minus the scheduler's prediction (Z-Image)
         self.context = StateManager(_ContextState)
         self._record = None
         self._running: torch.Tensor | None = None
@@ -76,16 +77,18 @@ class GuidanceHook(ModelHook):
         self._unguided_steps = 0
         self.warned = False
         self._schedule: tuple[object, NoiseSchedule] | None = None
-        self._grid: tuple[torch.Tensor, tuple[int, int]] | None = None
+        self._grid: tuple[object, tuple[int, int]] | None = None
         # kept as tensors until report(): a float() per step would wait for the accelerator every step
         self.update_norms: list[torch.Tensor] = []
         self.clips: list[torch.Tensor] = []
         self._t_pos: int | None = None
+        self._x_pos = 0
         self._batched: dict[int, bool] = {}  # batch size -> one CFG batch, for the current pipeline call
 
     def initialize_hook(self, module):
         params = list(inspect.signature(module.forward).parameters)
-        self._t_pos = params.index("timestep") if "timestep" in params else None
+        self._t_pos = next((params.index(n) for n in _TIME_ARGS if n in params), None)
+        self._x_pos = next((params.index(n) for n in _SAMPLE_ARGS if n in params), 0)
         return module
 
     def reset_state(self, module):
@@ -96,20 +99,28 @@ class GuidanceHook(ModelHook):
         out = self.fn_ref.original_forward(*args, **kwargs)
         return self._guide(module, args, kwargs, out)
 
+    @staticmethod
+    def _arg(args, kwargs, names, pos):
+        found = next((kwargs[k] for k in names if k in kwargs), None)
+        return found if found is not None else (args[pos] if pos is not None and len(args) > pos else None)
+
     @torch.compiler.disable
     def _guide(self, module, args, kwargs, out):
         if not self.state.active:  # measuring MACs, or another pipeline's call through shared modules
             return out
-        x = next((kwargs[k] for k in _SAMPLE_ARGS if k in kwargs), args[0] if args else None)
-        t = kwargs.get("timestep", args[self._t_pos] if self._t_pos is not None and len(args) > self._t_pos else None)
-        if t is None or x is None:
+        given = self._arg(args, kwargs, _SAMPLE_ARGS, self._x_pos)
+        t = self._arg(args, kwargs, _TIME_ARGS, self._t_pos)
+        if t is None or given is None:
             return out
         if self.state.record is not self._record:  # a new pipeline call: fresh momentum and statistics
             self._record, self._running, self._pending = self.state.record, None, None
             self._unguided_steps = 0
             self.update_norms, self.clips = [], []
             self._batched = {}
-        pred = out.sample if hasattr(out, "sample") else out[0]
+        listed = isinstance(given, (list, tuple))  # Z-Image: a list of per-sample latents in, a list out
+        x = torch.stack(list(given)) if listed else given
+        raw = out.sample if hasattr(out, "sample") else out[0]
+        pred = torch.stack(list(raw)) if listed else raw
         n = x.shape[0]
         if self._is_cfg_batch(x):  # one batched CFG call
             first, second = self._part(pred[: n // 2], x), self._part(pred[n // 2:], x)
@@ -118,9 +129,9 @@ class GuidanceHook(ModelHook):
             new = pred.clone()
             self._part(new[: n // 2], x).copy_(guided)
             self._part(new[n // 2:], x).copy_(guided)
-            return self._replace(out, new)
+            return self._replace(out, list(new.unbind(0)) if listed else new)
         pending, self._pending = self._pending, None
-        if pending is not None and pending.x is x:  # the second call of a two-call CFG step
+        if pending is not None and pending.x is given and not listed:  # the second call of a two-call CFG step
             first, second = self._part(pending.pred, x), self._part(pred, x)
             cond, uncond = (second, first) if pending.uncond else (first, second)
             guided = self._guided(cond, uncond, x, t, kwargs).to(pred.dtype)
@@ -133,7 +144,7 @@ class GuidanceHook(ModelHook):
             if not self.warned:
                 self.warned = True
                 warnings.warn(NOTHING_TO_GUIDE, UserWarning, stacklevel=2)
-        self._pending = _Pending(x, t, pred, uncond=self._context_name() == "uncond")
+        self._pending = _Pending(given, t, pred, uncond=self._context_name() == "uncond")
         return out
 
     def _is_cfg_batch(self, x: torch.Tensor) -> bool:
@@ -169,19 +180,30 @@ class GuidanceHook(ModelHook):
         return self._schedule[1]
 
     def _spatial(self, v: torch.Tensor, kwargs) -> torch.Tensor:
-        """Packed FLUX tokens as a [B, C, H, W] image (grid from img_ids, read once per ids tensor)."""
-        if not self.packed:
+        """Packed latent tokens [B, N, 4C] as the [B, C, H, W] latents they pack (diffusers' 2x2 packing of FLUX,
+        FLUX.2, Qwen-Image, Chroma), the grid read once per ids tensor from ``img_ids`` or ``img_shapes``; other
+        latents as they are."""
+        if v.dim() != 3:
             return v
-        ids = kwargs.get("img_ids")
-        if ids is None:
-            raise ValueError("frequency-aware CFG on packed latents needs the img_ids the pipeline passes")
+        ids = kwargs.get("img_ids", kwargs.get("img_shapes"))
+        if ids is None or v.shape[-1] % 4:
+            raise ValueError("frequency-aware CFG needs the spatial grid of packed latent tokens; this denoiser is "
+                             "passed no img_ids or img_shapes to read it from")
         if self._grid is None or self._grid[0] is not ids:
-            ids2 = ids[-1] if ids.dim() == 3 else ids
-            self._grid = (ids, (int(ids2[:, 1].max()) + 1, int(ids2[:, 2].max()) + 1))
+            if torch.is_tensor(ids):  # rows of (.., row, col, ..) positions
+                ids2 = ids[-1] if ids.dim() == 3 else ids
+                grid = (int(ids2[:, 1].max()) + 1, int(ids2[:, 2].max()) + 1)
+            else:  # Qwen-Image: per sample, a list of (frames, rows, cols)
+                grid = tuple(int(d) for d in ids[0][-1][-2:])
+            if grid[0] * grid[1] != v.shape[1]:
+                raise ValueError(f"frequency-aware CFG: a {grid[0]}x{grid[1]} token grid does not hold the "
+                                 f"{v.shape[1]} latent tokens")
+            self._grid = (ids, grid)
         return G.unpack_tokens(v, *self._grid[1])
 
     def _guided(self, cond, uncond, x_t, t, kwargs) -> torch.Tensor:
-        guided = self._combine(cond.float(), uncond.float(), x_t.float(), t, kwargs)
+        sign = self.output_sign
+        guided = sign * self._combine(sign * cond.float(), sign * uncond.float(), x_t.float(), t, kwargs)
         self.update_norms.append((guided - cond.float()).flatten(1).norm(dim=1).mean().detach())
         return guided
 
@@ -190,7 +212,7 @@ class GuidanceHook(ModelHook):
         if isinstance(m, FrequencyAwareCFG):
             c, u = self._spatial(cond, kwargs), self._spatial(uncond, kwargs)
             out = G.frequency_aware_cfg(c, u, m.scale_low, m.scale_high, m.cutoff)
-            return G.pack_tokens(out) if self.packed else out
+            return G.pack_tokens(out) if cond.dim() == 3 else out
         ns = self._noise_schedule()
         a, s = ns.alpha_sigma(self._scheduler_time(t, cond.shape[0], x_t.device))
         pt = ns.prediction_type
