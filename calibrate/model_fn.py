@@ -5,8 +5,12 @@ are captured from one real pipeline call, so no model forward or prompt encoding
 Classifier-free guidance is applied as the pipeline applies it (uncond + w (cond - uncond)), in the
 scheduler's prediction space, for both CFG forms: one batched call (two identical latent halves) and two
 calls per step with the same latents (FLUX's true CFG; the first call is the conditional one, as FLUX
-makes them). ``t`` is the scheduler's timestep; the family's model time (FLUX: t / 1000) is applied here.
-The ``mu`` a pipeline passes to its scheduler (FLUX's dynamic shift) is captured too (``timestep_kwargs``).
+makes them). ``t`` is the scheduler's timestep; the denoiser's own time (FLUX: t / 1000, Z-Image:
+1 - t / 1000, Wan: t) is read off the captured call, as the affine map from the scheduler's timestep at each
+captured step to the time the pipeline passed. The ``mu`` a pipeline passes to its scheduler (FLUX's dynamic
+shift) is captured too (``timestep_kwargs``). A denoiser that takes a list of per-sample latents with a frame
+axis (Z-Image: [C, 1, H, W] each) is served from the scheduler's [B, C, H, W]; a family layout's ``output_sign`` and ``cfg_scale_offset`` (Z-Image:
+the model returns minus the velocity, and its pipeline's scale w is the CFG scale 1 + w) are applied.
 """
 from __future__ import annotations
 
@@ -16,23 +20,48 @@ import inspect
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from accel.pipelines.families import find_denoiser, layout_of
+from accel.pipelines.families import FamilyLayout, find_denoiser, find_layout, timestep_arg
+from accel.solvers.noise_schedule import current_timestep
 
 _CAPTURE = "accel.calibrate.capture"
-_SAMPLE_ARGS = ("hidden_states", "sample")
+_SAMPLE_ARGS = ("hidden_states", "sample", "x")
+_NO_LAYOUT = FamilyLayout("none", ())
 
 
 class _Capture(ModelHook):
-    """Keeps the arguments of the first two denoiser calls (one step of either CFG form)."""
+    """Keeps the arguments of the first two denoiser calls (one step of either CFG form) and, for every call, the
+    scheduler's timestep and the time the pipeline passed the denoiser."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler, time_name: str, time_pos: int) -> None:
         super().__init__()
         self.calls: list[tuple[tuple, dict]] = []
+        self.times: list[tuple[float, float]] = []
+        self._scheduler, self._name, self._pos = scheduler, time_name, time_pos
 
     def new_forward(self, module, *args, **kwargs):
         if len(self.calls) < 2:
             self.calls.append((args, dict(kwargs)))
+        t = kwargs.get(self._name, args[self._pos] if len(args) > self._pos else None)
+        own = current_timestep(self._scheduler)
+        if t is not None and own is not None:
+            self.times.append((float(own), float(torch.as_tensor(t).flatten()[0])))
         return self.fn_ref.original_forward(*args, **kwargs)
+
+
+def model_time_map(pairs: list[tuple[float, float]], fallback_scale: float) -> tuple[float, float]:
+    """(a, b) with model time = a * t + b, through the (scheduler t, model t) pairs of the captured call; a map
+    found among the conventions diffusers' pipelines use (t, t / 1000, 1 - t / 1000) is taken exactly. Without two
+    distinct scheduler timesteps (a scheduler that keeps no step index): ``fallback_scale`` * t."""
+    distinct = sorted(dict(pairs).items())
+    if len(distinct) < 2:
+        return fallback_scale, 0.0
+    (t0, m0), (t1, m1) = distinct[0], distinct[-1]
+    a = (m1 - m0) / (t1 - t0)
+    b = m0 - a * t0
+    for exact in ((1.0, 0.0), (1e-3, 0.0), (-1e-3, 1.0)):
+        if abs(a - exact[0]) <= 1e-6 * abs(exact[0]) + 1e-9 and abs(b - exact[1]) <= 1e-4:
+            return exact
+    return a, b
 
 
 class GuidedDenoiser:
@@ -43,15 +72,17 @@ class GuidedDenoiser:
 
     def __init__(self, pipe, call: dict, guidance: float, call_kwargs: dict | None = None):
         _, self.den = find_denoiser(pipe)
-        layout = layout_of(self.den)
+        layout = find_layout(self.den)[0] or _NO_LAYOUT
         self.cond_first = layout.cfg_cond_first
-        self.time_scale = layout.model_timestep_scale
-        self.guidance = guidance
-        cap = _Capture()
+        self.sign = layout.output_sign
+        self.guidance = guidance + layout.cfg_scale_offset
+        params = list(inspect.signature(type(self.den).forward).parameters)[1:]
+        self._t_name = timestep_arg(self.den)
+        sched = pipe.scheduler
+        cap = _Capture(sched, self._t_name, params.index(self._t_name) if self._t_name in params else len(params))
         reg = HookRegistry.check_if_exists_or_initialize(self.den)
         reg.register_hook(cap, _CAPTURE)
         seen: dict = {}
-        sched = pipe.scheduler
         original = sched.set_timesteps
 
         @functools.wraps(original)
@@ -67,12 +98,14 @@ class GuidedDenoiser:
             reg.remove_hook(_CAPTURE, recurse=False)
             del sched.set_timesteps
         self.timestep_kwargs = {k: v for k, v in seen.items() if k == "mu" and v is not None}
-        params = list(inspect.signature(self.den.forward).parameters)
+        self.time_map = model_time_map(cap.times, layout.model_timestep_scale)
         self._x_name = next(p for p in params if p in _SAMPLE_ARGS)
-        first, x = self._named(params, cap.calls[0])
-        self.two_call = len(cap.calls) > 1 and self._named(params, cap.calls[1])[1] is x
+        first, given = self._named(params, cap.calls[0])
+        self.two_call = len(cap.calls) > 1 and self._named(params, cap.calls[1])[1] is given
+        self._listed = isinstance(given, (list, tuple))
+        x = self._from_model(given)
         half = x.shape[0] // 2
-        self.cfg = (not self.two_call and x.shape[0] % 2 == 0 and guidance > 1 and torch.equal(x[:half], x[half:]))
+        self.cfg = (not self.two_call and x.shape[0] % 2 == 0 and self.guidance > 1 and torch.equal(x[:half], x[half:]))
         self.batch = half if self.cfg else x.shape[0]
         self.kwargs = first
         self.kwargs_uncond = self._named(params, cap.calls[1])[0] if self.two_call else None
@@ -83,13 +116,22 @@ class GuidedDenoiser:
         named = dict(zip(params, args))
         named.update(kw)
         x = named[self._x_name]
-        rest = {k: v for k, v in named.items() if k not in (self._x_name, "timestep")}
+        rest = {k: v for k, v in named.items() if k not in (self._x_name, self._t_name)}
         rest["return_dict"] = False
         return rest, x
 
+    def _from_model(self, v) -> torch.Tensor:
+        """The scheduler's latents from the denoiser's: a list of per-sample [C, 1, H, W] (Z-Image) stacked, without
+        the frame axis the pipeline adds."""
+        return torch.stack(list(v)).squeeze(2) if self._listed else v
+
     def _run(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        out = self.den(**{self._x_name: x}, timestep=t * self.time_scale, **kwargs)[0]
-        return out if out.shape[1:] == x.shape[1:] else out[:, : x.shape[1]]  # DiT's learned-sigma channels
+        a, b = self.time_map
+        model_t = t * a + b if b else t * a
+        given = list(x.unsqueeze(2).unbind(0)) if self._listed else x
+        out = self._from_model(self.den(**{self._x_name: given, self._t_name: model_t}, **kwargs)[0])
+        out = out if out.shape[1:] == x.shape[1:] else out[:, : x.shape[1]]  # DiT's learned-sigma channels
+        return -out if self.sign < 0 else out
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device).flatten()

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import accel  # noqa: E402
 from tiny import (flux_inputs, images, pixart_inputs, sd3_inputs, sdxl_inputs, tiny_dit, tiny_flux,  # noqa: E402
                   tiny_pixart, tiny_sd3, tiny_sdxl, tiny_unet, dit_inputs, unet_inputs)
+from tiny_families import BUILDERS as NEW  # noqa: E402
 
 README = Path(__file__).parent.parent / "README.md"
 FAMILIES = {  # column: (builder, inputs, the pipeline class users know)
@@ -27,21 +28,35 @@ FAMILIES = {  # column: (builder, inputs, the pipeline class users know)
     "SD3": (tiny_sd3, sd3_inputs),
     "SDXL": (tiny_sdxl, lambda **kw: sdxl_inputs(**{"steps": 6, "guidance": 4.0, **kw})),
     "SD": (tiny_unet, unet_inputs),
+    "FLUX.2": NEW["flux2"],
+    "Qwen-Image": NEW["qwen-image"],
+    "Z-Image": NEW["z-image"],
+    "Chroma": NEW["chroma"],
+    # a class with no layout of its own and no accel registration: the generic layout from _repeated_blocks
+    "other `_repeated_blocks` (HunyuanImage)": NEW["hunyuan-image"],
 }
+GENERIC = ("Chroma", "other `_repeated_blocks` (HunyuanImage)")
+JOINT = ("FLUX", "SD3", "FLUX.2", "Qwen-Image", "Z-Image") + GENERIC
 OK, NO = "yes", "refused"
 # capability -> family -> expected outcome; a refusal's note says why
 SUPPORT: dict[str, dict[str, str]] = {
-    "cache schedules (uniform, BAC, ECAD files)": dict.fromkeys(FAMILIES, OK),
-    "TokenRefresh": {"PixArt": OK, "DiT": OK, "FLUX": NO + " (joint attention)", "SD3": NO + " (joint attention)",
-                     "SDXL": NO + " (UNet levels)", "SD": NO + " (UNet levels)"},
-    "accel attention (torch / Triton)": {"PixArt": OK, "DiT": OK, "FLUX": NO + " (joint attention)",
-                                         "SD3": NO + " (joint attention)", "SDXL": OK, "SD": OK},
-    "APG, FA-CFG": {**dict.fromkeys(FAMILIES, OK), "FLUX": OK + " (true CFG; distilled: warns)"},
+    "cache schedules (uniform, BAC, ECAD files)": {**dict.fromkeys(FAMILIES, OK),
+                                                   **dict.fromkeys(GENERIC, OK + " (whole blocks)")},
+    "TokenRefresh": {"PixArt": OK, "DiT": OK, **dict.fromkeys(JOINT, NO + " (joint attention)"),
+                     "SDXL": NO + " (UNet levels)", "SD": NO + " (UNet levels)",
+                     **dict.fromkeys(GENERIC, NO + " (whole blocks)")},
+    "accel attention (torch / Triton)": {"PixArt": OK, "DiT": OK, **dict.fromkeys(JOINT, NO + " (joint attention)"),
+                                         "SDXL": OK, "SD": OK,
+                                         GENERIC[1]: OK + " (its text refiner; the blocks' joint attention not)"},
+    "APG, FA-CFG": {**dict.fromkeys(FAMILIES, OK), "FLUX": OK + " (true CFG; distilled: warns)",
+                    "FLUX.2": "warns (guidance-distilled)", "Qwen-Image": OK + " (true CFG)"},
     "solvers dpm++, unipc, v3, dc": dict.fromkeys(FAMILIES, OK),
 }
-LEGEND = ("Each cell is run by `tests/test_support_matrix.py` on a small pipeline of the family; `accel generate`, "
-          "`calibrate` (all five methods) and `bench` run on saved FLUX, SD3, SDXL and DiT folders "
-          "(`tests/test_family_cli.py`).")
+LEGEND = ("Each cell is run by `tests/test_support_matrix.py` on a small pipeline of the family. FLUX.2, Qwen-Image "
+          "and Z-Image have component layouts of their own; any other transformer whose class declares "
+          "`_repeated_blocks` (Chroma, HunyuanImage, Wan, HunyuanVideo, LTX, ...) gets the generic one, each block "
+          "caching its residual. `accel generate`, `calibrate` (all six methods) and `bench` run on saved FLUX, "
+          "FLUX.2, Qwen-Image, Z-Image, SD3, SDXL and DiT folders (`tests/test_family_cli.py`).")
 
 
 def render() -> str:
@@ -61,12 +76,20 @@ def _pipe(fam):
 
 def _run_cell(cap: str, fam: str) -> None:
     pipe, inputs = _pipe(fam)
-    cfg = 4.0 if fam != "FLUX" else 4.0  # FLUX: true CFG
+    cfg = 4.0  # FLUX, Qwen-Image: true CFG; FLUX.2: the embedded guidance input (no CFG)
     plain = images(pipe, **inputs(guidance=cfg))
     if cap.startswith("cache"):
+        accel.apply(pipe, cache=accel.CacheSchedule.full(pipe, 6))
+        assert torch.equal(images(pipe, **inputs(guidance=cfg)), plain)  # nothing reused: the plain output
         accel.apply(pipe, cache=accel.CacheSchedule.uniform(pipe, 6, 2))
         out = images(pipe, **inputs(guidance=cfg))
-        assert accel.stats(pipe, count_macs_now=False).reused > 0 and not torch.equal(out, plain)
+        st = accel.stats(pipe)
+        # every other step reuses every component (the UNet's shallow level excepted): half the component calls
+        assert st.reused > 0 and (st.reused == st.computed or fam in ("SDXL", "SD")) and not torch.equal(out, plain)
+        assert 0 < st.macs_computed < st.macs_full
+        assert (" (whole blocks)" in SUPPORT[cap][fam]) == st.family.startswith("generic:")
+        accel.remove(pipe)
+        assert torch.equal(images(pipe, **inputs(guidance=cfg)), plain)
     elif cap == "TokenRefresh":
         accel.apply(pipe, cache=accel.TokenRefresh(interval=3, ratio=0.5))
         images(pipe, **inputs(guidance=cfg))
@@ -78,6 +101,10 @@ def _run_cell(cap: str, fam: str) -> None:
     elif cap.startswith("APG"):
         for method in (accel.APG(cfg), accel.FrequencyAwareCFG(1.0, cfg)):
             accel.apply(pipe, guidance=method)
+            if SUPPORT[cap][fam].startswith("warns"):
+                with pytest.warns(UserWarning, match="nothing to guide"):
+                    assert torch.equal(images(pipe, **inputs(guidance=cfg)), plain)
+                continue
             assert not torch.allclose(images(pipe, **inputs(guidance=cfg)), plain, atol=1e-4)
             assert accel.stats(pipe, count_macs_now=False).extra["guidance"]["guided_calls"] == 6
         if fam == "FLUX":  # guidance-distilled FLUX: no CFG at all
@@ -115,7 +142,8 @@ def test_cell(cap, fam):
     expected = SUPPORT[cap][fam]
     if expected.startswith(NO):
         reason = expected[len(NO):].strip(" ()")
-        key = {"joint attention": "joint text-image attention", "UNet levels": "depth levels"}[reason]
+        key = {"joint attention": "joint text-image attention", "UNet levels": "depth levels",
+               "whole blocks": "caches whole blocks"}[reason]
         with pytest.raises(ValueError, match=key):
             _run_cell(cap, fam)
     else:
