@@ -7,9 +7,11 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 import accel
 from accel.solvers.noise_schedule import NoiseSchedule
 from tiny import flux_inputs, sd3_inputs, sdxl_inputs, tiny_flux, tiny_sd3, tiny_sdxl, tiny_unet, unet_inputs
+from tiny_families import BUILDERS as NEW
 
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-FLOW = {"flux": (tiny_flux, flux_inputs), "sd3": (tiny_sd3, sd3_inputs)}
+FLOW = {"flux": (tiny_flux, flux_inputs), "sd3": (tiny_sd3, sd3_inputs),
+        **{k: NEW[k] for k in ("flux2", "qwen-image", "z-image", "chroma", "hunyuan-image")}}
 
 
 def _latents(pipe, inputs, steps: int, **extra) -> torch.Tensor:
