@@ -2,11 +2,13 @@
 
 On CUDA a ``Span`` records events on the device's stream (no host wait per step) and reads their
 elapsed time once, when asked; elsewhere it reads ``time.perf_counter``. ``clock()`` is for timing
-a whole call from the host: it waits for queued CUDA work first.
+a whole call from the host: it waits for queued CUDA work first. A ``Span`` given a clock reads that clock
+instead, on any device (e.g. a fixed clock in tests, so that nothing asserted depends on the machine's speed).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -19,9 +21,12 @@ def clock() -> float:
 
 
 class Span:
-    """From ``start`` to the last ``stop``: CUDA events on ``device``'s stream, else host time."""
+    """From ``start`` to the last ``stop``: CUDA events on ``device``'s stream, else host time.
 
-    def __init__(self) -> None:
+    ``clock``: read at ``start`` and at every ``stop`` instead (no CUDA events); None: the default above."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock
         self.reset()
 
     def reset(self) -> None:
@@ -31,14 +36,14 @@ class Span:
 
     def start(self, device: torch.device | None = None) -> None:
         self.reset()
-        self._t0 = time.perf_counter()
-        if device is not None and device.type == "cuda":
+        self._t0 = (self.clock or time.perf_counter)()
+        if self.clock is None and device is not None and device.type == "cuda":
             self._stream = torch.cuda.current_stream(device)
             self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             self._events[0].record(self._stream)
 
     def stop(self) -> None:
-        self._t1 = time.perf_counter()
+        self._t1 = (self.clock or time.perf_counter)()
         if self._events is not None:
             self._events[1].record(self._stream)
 

@@ -34,6 +34,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ from accel.dist import gather, rank_world
 import accel
 from accel.pipelines.families import find_denoiser, fingerprint, layout_of
 
+if TYPE_CHECKING:
+    from .bac import LatencyModel
 
 QUALITY_TERMS = ("fd_domain", "fidelity", "fd_plain", "alignment")  # the terms a quality objective sums
 
@@ -290,9 +293,13 @@ class ECADResult:
 
 
 def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECADConfig(),
-             call_kwargs: dict | None = None, progress: bool = True, deadline: float | None = None) -> ECADResult:
+             call_kwargs: dict | None = None, progress: bool = True, deadline: float | None = None,
+             clock: Callable[[], float] = time.time, latency_model: LatencyModel | None = None) -> ECADResult:
     """Search, checkpointing in ``out_dir``; writes the Pareto front (schedule files, index.json, front.png).
-    ``deadline``: a ``time.time()`` after which no new generation starts (the front so far is written).
+    ``deadline``: a reading of ``clock`` (default ``time.time``) after which no new generation starts (the front so
+    far is written). ``latency_model``: with ``cfg.cost == "latency"``, a ``calibrate.bac.LatencyModel`` the run
+    scores with instead of timing one on this machine (a model timed elsewhere, or a fixed one in tests); it is
+    kept in ``latency_model.json`` as a timed one is, and a resumed run keeps the model it started with.
 
     With ``cfg.solver`` / ``cfg.guidance_method`` (e.g. ``"dc"``, ``"apg:7.5"``) every candidate runs with that solver
     and guidance, so the schedule is searched for the configuration it will be used in (``cfg.steps`` = NFE).
@@ -322,7 +329,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     torch.set_num_threads(1) if world > 1 else None
     ev = ScheduleEvaluator(pipe, calls, cfg, call_kwargs)
     if cfg.cost == "latency":
-        ev.latency = _latency_model(ev, out / "latency_model.json", rank, world, call_kwargs)
+        ev.latency = _latency_model(ev, out / "latency_model.json", rank, world, call_kwargs, latency_model)
     cand_path = out / "candidates.jsonl"
     cache: dict[str, dict] = {}
     if cand_path.exists():
@@ -386,7 +393,7 @@ def run_ecad(pipe, calls: list[dict], out_dir: str | Path, cfg: ECADConfig = ECA
     bar = tqdm(total=cfg.generations, initial=algorithm.n_gen - 1 if algorithm.n_gen else 0, desc="ecad",
                disable=not progress or rank)
     while algorithm.has_next():
-        if deadline is not None and algorithm.n_gen and gather(time.time() >= deadline, world)[0]:
+        if deadline is not None and algorithm.n_gen and gather(clock() >= deadline, world)[0]:
             break  # rank 0 decides, so every process stops at the same generation
         pop = algorithm.ask()
         if pop is None:  # no offspring left that is not a duplicate: a small schedule space is exhausted
@@ -467,16 +474,17 @@ def _plot(front: list[dict], path: Path, seeds: list[dict], reuse: str = "hold",
     plt.close(fig)
 
 
-def _latency_model(ev: ScheduleEvaluator, path: Path, rank: int, world: int, call_kwargs: dict | None):
-    """The run's latency model: read from ``path`` (a resumed run), else timed once on rank 0, shared with every
-    process and saved, so every candidate of a run (and every process) is scored with the same model."""
+def _latency_model(ev: ScheduleEvaluator, path: Path, rank: int, world: int, call_kwargs: dict | None,
+                   given: LatencyModel | None = None) -> LatencyModel:
+    """The run's latency model: read from ``path`` (a resumed run), else ``given`` or timed once on rank 0, shared
+    with every process and saved, so every candidate of a run (and every process) is scored with the same model."""
     from .bac import LatencyModel, measure_latency_model
 
     d = json.loads(path.read_text()) if path.exists() else None
     if d is None and rank == 0:
         cfg = ev.cfg
-        m = measure_latency_model(ev.pipe, ev.calls[0], cfg.steps, cfg.call_guidance(), ev.comp_macs,
-                                  call_kwargs=call_kwargs)
+        m = given if given is not None else measure_latency_model(ev.pipe, ev.calls[0], cfg.steps, cfg.call_guidance(),
+                                                                  ev.comp_macs, call_kwargs=call_kwargs)
         d = {**vars(m), "fast_blocks": list(m.fast_blocks)}
         path.write_text(json.dumps(d, indent=1))
     d = gather(d, world)[0]

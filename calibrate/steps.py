@@ -43,6 +43,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -132,10 +133,12 @@ def _fingerprint_of_run(solver: str, nfe: int, guidance: float, prompts: list[st
 
 def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_prompts: list[str], guidance: float,
                 cfg: LD3Config = LD3Config(), seed: int = 0, batch: int = 64, call_kwargs: dict | None = None,
-                checkpoint: str | Path | None = None, progress: bool = True, deadline: float | None = None) -> StepFile:
+                checkpoint: str | Path | None = None, progress: bool = True, deadline: float | None = None,
+                clock: Callable[[], float] = time.time) -> StepFile:
     """Learn the ``nfe`` points of ``solver`` (a name of ``accel.solvers.named``) on ``pipe``; returns the step file.
     ``checkpoint``: a file the run saves to after every evaluation and resumes from (deleted at the end).
-    ``deadline``: a ``time.time()`` after which learning stops at the next iteration and keeps its best points."""
+    ``deadline``: a reading of ``clock`` (default ``time.time``) after which learning stops at the next iteration
+    and keeps its best points."""
     from accel.pipelines.calls import condition
     from accel.pipelines.families import find_denoiser
     from accel.solvers.named import solver_from_name, with_guidance
@@ -216,7 +219,7 @@ def learn_steps(pipe, solver: str, nfe: int, train_prompts: list[str], valid_pro
     bar = tqdm(total=cfg.iters, initial=it, desc=f"steps: LD3 {solver} NFE {nfe}", disable=not progress)
     try:
         while it < cfg.iters and opt.param_groups[0]["lr"] > cfg.min_lr * (1 + 1e-9) and \
-                (deadline is None or time.time() < deadline):
+                (deadline is None or clock() < deadline):
             ch = train[order[it]]
             x = ch.start.clone().requires_grad_(True)
             lg = logits if exact else logits.detach()

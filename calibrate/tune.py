@@ -38,6 +38,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -146,10 +147,12 @@ def within(m: dict, cfg: TuneConfig) -> bool:
 
 # -- measuring a candidate ----------------------------------------------------------------------------------------------
 class Runner:
-    """Generates the calibration prompts' images under a stack (None: the plain pipeline) and times the denoising."""
+    """Generates the calibration prompts' images under a stack (None: the plain pipeline) and times the denoising
+    (on ``clock``; None: the machine's, as ``accel.bench``'s timer)."""
 
-    def __init__(self, pipe, prompts: list[str], cfg: TuneConfig, call_kwargs: dict | None = None):
-        self.pipe, self.prompts, self.cfg = pipe, prompts, cfg
+    def __init__(self, pipe, prompts: list[str], cfg: TuneConfig, call_kwargs: dict | None = None,
+                 clock: Callable[[], float] | None = None):
+        self.pipe, self.prompts, self.cfg, self.clock = pipe, prompts, cfg, clock
         self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
 
     def run(self, stack: Stack | None, warm: bool = False) -> tuple[torch.Tensor, float]:
@@ -167,7 +170,7 @@ class Runner:
         try:
             if warm and len(self.prompts) <= cfg.batch:  # one batch: an untimed call first
                 self.pipe(**{**call, **condition(self.pipe, self.prompts[:1], call["guidance_scale"])})
-            with denoise_timer(self.pipe) as timer:
+            with denoise_timer(self.pipe, self.clock) as timer:
                 for i, b in enumerate(range(0, len(self.prompts), cfg.batch)):
                     chunk = self.prompts[b: b + cfg.batch]
                     timer.start()
@@ -182,13 +185,13 @@ class Runner:
 
 
 class _Clock:
-    """Seconds spent by the run, across restarts (``state.json``)."""
+    """Seconds spent by the run, across restarts (``state.json``), read on ``now``."""
 
-    def __init__(self, path: Path, budget_s: float, rank: int):
-        self.path, self.budget, self.rank = path, budget_s, rank
+    def __init__(self, path: Path, budget_s: float, rank: int, now: Callable[[], float] = time.time):
+        self.path, self.budget, self.rank, self.now = path, budget_s, rank, now
         state = json.loads(path.read_text()) if path.exists() else {}
         self.base, self.plain = state.get("elapsed", 0.0), state.get("plain_seconds")
-        self.t0 = time.time()
+        self.t0 = now()
 
     def plain_seconds(self, measured: float) -> float:
         """The plain pipeline's seconds per image the run's speed-ups divide: rank 0's first measurement (other
@@ -198,7 +201,7 @@ class _Clock:
         return self.plain
 
     def elapsed(self) -> float:
-        return self.base + time.time() - self.t0
+        return self.base + self.now() - self.t0
 
     def save(self) -> None:
         if self.rank == 0:
@@ -207,8 +210,8 @@ class _Clock:
             tmp.replace(self.path)
 
     def deadline(self, stage: str) -> float:
-        """The ``time.time()`` at which ``stage`` must end."""
-        return time.time() + STAGE_ENDS[stage] * self.budget - self.elapsed()
+        """The reading of ``now`` at which ``stage`` must end."""
+        return self.now() + STAGE_ENDS[stage] * self.budget - self.elapsed()
 
 
 class _Search:
@@ -237,7 +240,7 @@ class _Search:
         todo = [keys.index(k) for k in dict.fromkeys(keys) if k not in self.records]
         rounds = -(-len(todo) // self.world)  # each round: one candidate per process, then every record is shared
         for r in tqdm(range(rounds), desc=f"tune: {stage}", disable=self.rank > 0):
-            if gather(deadline is not None and time.time() >= deadline, self.world)[0]:  # rank 0 decides for all
+            if gather(deadline is not None and self.clock.now() >= deadline, self.world)[0]:  # rank 0 decides for all
                 break
             j, mine = r * self.world + self.rank, {}
             if j < len(todo):
@@ -350,8 +353,9 @@ def first_generation_seconds(plain_seconds: float, speedup: float, cfg: TuneConf
 
 
 def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float,
-              call_kwargs: dict | None) -> Stack:
-    """``stack`` with a learned step file (learned now, or read back from an earlier run)."""
+              call_kwargs: dict | None, clock: Callable[[], float] = time.time) -> Stack:
+    """``stack`` with a learned step file (learned now, or read back from an earlier run); ``deadline`` is a reading
+    of ``clock``."""
     from .steps import learn_steps
 
     path = out / "steps" / f"{_label(stack)}.json"
@@ -364,15 +368,15 @@ def learn_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path
         learned = learn_steps(pipe, replace(stack.solver, steps=None).name_for(), stack.steps,
                               lp[:half], lp[half:] or lp[:half], _call_guidance(stack, cfg), seed=cfg.seed,
                               batch=cfg.batch, call_kwargs=call_kwargs, checkpoint=str(path) + ".partial",
-                              progress=False, deadline=deadline)
+                              progress=False, deadline=deadline, clock=clock)
         learned.save(path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)  # a file cut by a kill is never taken for a learned one
     return replace(stack, solver=replace(stack.solver, steps=str(path)))
 
 
 def ecad_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path, deadline: float, reference: bool,
-             call_kwargs: dict | None) -> list[Stack]:
-    """``stack`` with each schedule of an ECAD front searched inside it."""
+             call_kwargs: dict | None, clock: Callable[[], float] = time.time) -> list[Stack]:
+    """``stack`` with each schedule of an ECAD front searched inside it; ``deadline`` is a reading of ``clock``."""
     from .bac import prompt_batches
     from .ecad import ECADConfig, run_ecad
 
@@ -385,7 +389,7 @@ def ecad_job(pipe, stack: Stack, prompts: list[str], cfg: TuneConfig, out: Path,
                       guidance_method=spec, cost="latency", granularity="block", max_cost=0.95)
     folder = out / "ecad" / _label(stack)
     res = run_ecad(pipe, prompt_batches(prompts, cfg.batch, pipe, _call_guidance(stack, cfg)), folder, ecfg,
-                   call_kwargs=call_kwargs, progress=False, deadline=deadline)
+                   call_kwargs=call_kwargs, progress=False, deadline=deadline, clock=clock)
     rank, world = rank_world()
     gather(None, world)  # rank 0 has written the front's files
     # each schedule under a name of its content: a resumed search that rewrites schedule_NN.json with another
@@ -505,9 +509,15 @@ def split_prompts(prompts: list[str], seed: int = 0) -> tuple[list[str], list[st
 
 
 def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str | Path, call_kwargs: dict | None = None,
-         device: str = "cpu", dtype: str = "float32") -> TuneResult:
+         device: str = "cpu", dtype: str = "float32", clock: Callable[[], float] | None = None) -> TuneResult:
     """Search, validate and choose (module docstring); ``pipeline`` is what the validation bench loads (the name or
-    folder ``pipe`` came from). Resumable with the same arguments."""
+    folder ``pipe`` came from). Resumable with the same arguments.
+
+    ``clock``: what the run reads for its budget (the stages' deadlines, those of the step learning and of ECAD's
+    generations) and for every timing (the denoising seconds the speed-ups divide, the validation bench's), e.g. a
+    fixed clock in tests, so that where the stages stop and the speed-ups the choice rests on do not depend on the
+    machine's speed; None: the machine's (``time.time`` for the budget, ``accel.bench``'s timers for the timings).
+    ECAD's latency model (the cost its search ranks schedules by) is timed on the machine either way."""
     from accel.bench import BenchConfig, run_bench
     from accel.pipelines.data import label_of_caption
     from accel.pipelines.families import find_denoiser, fingerprint
@@ -529,16 +539,17 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         raise ValueError(f"{out} holds a tune with other settings; use another --out or the same settings")
     if world > 1:
         torch.set_num_threads(1)
-    clock = _Clock(out / "state.json", 60.0 * cfg.budget_minutes, rank)
+    now = clock or time.time
+    budget = _Clock(out / "state.json", 60.0 * cfg.budget_minutes, rank, now)
     search_prompts, valid_prompts = split_prompts(prompts, cfg.seed)
     reference = getattr(pipe, "accel_reference", None) is not None
     every = [label_of_caption(p) for p in prompts] if reference else [None]
     # prompts that are not all reference captions (both halves): the generic measure
     labels = [label_of_caption(p) for p in search_prompts] if None not in every else None
-    runner = Runner(pipe, search_prompts, cfg, call_kwargs)
+    runner = Runner(pipe, search_prompts, cfg, call_kwargs, clock)
     plain, plain_seconds = runner.run(None, warm=True)
-    plain_seconds = clock.plain_seconds(plain_seconds)  # a resumed run keeps its first baseline
-    search = _Search(runner, Scorer(plain, labels), plain_seconds, out, clock, rank, world)
+    plain_seconds = budget.plain_seconds(plain_seconds)  # a resumed run keeps its first baseline
+    search = _Search(runner, Scorer(plain, labels), plain_seconds, out, budget, rank, world)
     kinds = "fd_domain and alignment" if labels is not None else "1 - SSIM"
     if rank == 0:
         tqdm.write(f"tune: {len(search_prompts)} search prompts, {len(valid_prompts)} validation prompts; quality: "
@@ -566,28 +577,28 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
             tqdm.write(f"tune: solver {k} left out: {why}")
     if not stacks:
         raise ValueError(f"no solver of --solvers runs on this pipeline ({'; '.join(dropped.values())})")
-    search.measure("grid", stacks, clock.deadline("grid"))
+    search.measure("grid", stacks, budget.deadline("grid"))
 
     # 2. learned steps
     mine, learned = steps_jobs(search.measured(), cfg)[rank::world], []
-    end = clock.deadline("steps")
+    end = budget.deadline("steps")
     need = teacher_seconds(plain_seconds, cfg, len(search_prompts))
     for k, job in enumerate(mine):  # each job gets an equal share of what the stage has left
         done = out / "steps" / f"{_label(job)}.json"
         started = done.exists() or Path(f"{done}.partial").exists()
-        if time.time() >= end and not started:
+        if now() >= end and not started:
             break  # no time left for a job not yet started (a started one returns its best points at once)
-        share = (end - time.time()) / (len(mine) - k)
+        share = (end - now()) / (len(mine) - k)
         if not started and need > share:  # the deadline cannot cut a teacher solve short
             tqdm.write(f"tune: learned steps for {job.shorthand()} left out: its teacher solve needs about "
                        f"{need:.0f} s, more than the {share:.0f} s left for it (a larger --budget-minutes makes room)")
-            clock.save()
+            budget.save()
             continue
         try:
-            learned.append(learn_job(pipe, job, search_prompts, cfg, out, time.time() + share, call_kwargs))
+            learned.append(learn_job(pipe, job, search_prompts, cfg, out, now() + share, call_kwargs, now))
         except Exception as e:  # noqa: BLE001 - one configuration that cannot learn leaves the others
             tqdm.write(f"tune: learned steps for {job.shorthand()} left out: {_reason(e)}")
-        clock.save()
+        budget.save()
     learned = [s for part in gather(learned, world) for s in part]
     search.measure("steps", learned)
 
@@ -600,12 +611,12 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         if rank == 0:
             tqdm.write("tune: cache stage left out: ECAD needs pymoo (pip install 'accel[calibrate]')")
     jobs = cache_jobs(search.measured(), cfg) if has_pymoo else []
-    end = clock.deadline("cache")
+    end = budget.deadline("cache")
     for k, job in enumerate(jobs):
         fresh = not (out / "ecad" / _label(job)).exists()
-        if gather(time.time() >= end and fresh, world)[0]:
+        if gather(now() >= end and fresh, world)[0]:
             break  # no time left for a search not yet started (rank 0 decides for all)
-        share = (end - time.time()) / (len(jobs) - k)
+        share = (end - now()) / (len(jobs) - k)
         need = first_generation_seconds(plain_seconds, search.records.get(job.shorthand(), {}).get("speedup", 1.0), cfg,
                                         len(search_prompts), world)
         if gather(fresh and need > share, world)[0]:  # the deadline cannot cut a first generation short
@@ -615,13 +626,14 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
                            "room)")
             continue
         try:
-            cached = ecad_job(pipe, job, search_prompts, cfg, out, time.time() + share, labels is not None, call_kwargs)
+            cached = ecad_job(pipe, job, search_prompts, cfg, out, now() + share, labels is not None, call_kwargs,
+                              now)
         except Exception as e:  # noqa: BLE001 - raised on every process alike (ECAD shares its failures)
             if rank == 0:
                 tqdm.write(f"tune: cache search in {job.shorthand()} left out: {e}")
             continue
         search.measure("cache", cached)
-        clock.save()
+        budget.save()
 
     # 4. validation on the held-out split, by the bench
     cands = for_validation(search.measured(), cfg)
@@ -639,7 +651,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     gather(None, world)  # the files exist before any process reads them
     metrics = ("fd_domain", "alignment", "ssim") if labels is not None else ("ssim", "psnr")
     n_valid = gather(validation_images(len(valid_prompts), plain_seconds, [r["speedup"] for r in cands],
-                                       60.0 * cfg.budget_minutes - clock.elapsed(), cfg.validation_repeats), world)[0]
+                                       60.0 * cfg.budget_minutes - budget.elapsed(), cfg.validation_repeats), world)[0]
     if rank == 0:
         tqdm.write(f"tune: validating {len(cands)} candidates on {n_valid} images of {len(valid_prompts)} held-out "
                    "prompts")
@@ -648,8 +660,8 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
                         batch=cfg.batch, out=str(out / "validation"), fd_effnet=False, metrics=metrics,
                         score_all_prompts=True, device=device, dtype=dtype,
                         height=(call_kwargs or {}).get("height"), width=(call_kwargs or {}).get("width"))
-    bench_rows = run_bench(bench)
-    clock.save()
+    bench_rows = run_bench(bench, clock)
+    budget.save()
     if rank > 0:
         return TuneResult(str(out))
     by_method = {r["method"]: r for r in bench_rows}
@@ -668,7 +680,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
         calib = {k: r[k] for k in ("speedup", "quality_loss", "fd_rel", "alignment_drop", "ssim") if k in r}
         rows.append({"key": r["key"], "stack": r["stack"], "stage": r["stage"], "calibration": calib,
                      "validation": v, "within": within(v, cfg)})
-    return _finish(out, rows, cfg, rank, "", fp, base, clock, n_valid)
+    return _finish(out, rows, cfg, rank, "", fp, base, budget, n_valid)
 
 
 def _finish(out: Path, rows: list[dict], cfg: TuneConfig, rank: int, message: str, fp: str,

@@ -1,11 +1,14 @@
-"""accel bench end to end on a reference-shaped pipeline folder (tiny random transformer, real text encoder)."""
+"""accel bench end to end on a reference-shaped pipeline folder (tiny random transformer, real text encoder). The
+bench times on a fixed clock here (``clocks``): latencies count denoiser calls, whatever the machine's load."""
 import json
 
 import pytest
 
+import accel.bench
 from accel.cli import main
 from accel.metrics.features import CLASSIFIER_PATH
 from accel.metrics.quality import REF_STATS
+from clocks import JitterClock, TickClock, on_clock
 from tiny import tiny_text_pixart
 
 needs_metrics = pytest.mark.skipif(
@@ -29,7 +32,8 @@ def test_generate_from_a_local_folder(folder, tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_metrics
-def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, capsys):
+def test_bench_writes_every_output_and_measures_every_row(folder, tmp_path, capsys, monkeypatch):
+    on_clock(accel.bench, "run_bench", TickClock(), monkeypatch.setattr)
     methods = "plain,uniform:2,bac:m0.6,toca:2:0.5,fbcache:0.3,taylorseer:2,magcache:0.1,apg:6,facfg:3:6,dbcache:0.2"
     assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
                  "--steps", "6", "--no-effnet", "--out", str(tmp_path), "--page", str(tmp_path / "docs" / "run.md")]) == 0
@@ -59,6 +63,7 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     small = functools.partial(shapes.pixart_alpha_shaped, num_layers=2, num_attention_heads=2, attention_head_dim=8,
                               cross_attention_dim=16)
     monkeypatch.setattr(shapes, "pixart_alpha_shaped", small)  # the full-size model is minutes per call on a CPU
+    on_clock(accel.bench, "run_bench", TickClock(), monkeypatch.setattr)
     methods = "plain,stack:solver:3:unipc+uniform:2+apg:4.5,magcache:0.2"
     assert main(["bench", "--pipeline", str(folder), "--methods", methods, "--num-images", "4", "--batch", "2",
                  "--steps", "6", "--no-effnet", "--full-size", "--out", str(tmp_path)]) == 0
@@ -67,19 +72,36 @@ def test_stacked_row_and_full_size_section(folder, tmp_path, monkeypatch):
     # 3 of 6 steps, and the cache skips components on top (embeddings and the final layer always run)
     assert stack["macs_per_image"] < 0.95 * plain["macs_per_image"] * 3 / 6
     assert [p["kind"] for p in stack["config"]["parts"]] == ["solver", "uniform", "apg"]
-    n = plain["latency_samples"]  # interleaved timing rounds: at least 3, more while a speed-up is unsteady
-    assert 3 <= n <= 9 and stack["latency_samples"] == n
-    assert plain["speedup_denoise_rounds"] == [1.0] * n and len(stack["speedup_denoise_rounds"]) == n
-    assert (stack["speedup_spread"] <= 0.1) != stack["unsteady"] and (n == 3 or n == 9 or stack["speedup_spread"] <= 0.1
-                                                                      or any(r["unsteady"] for r in res["rows"]))
-    assert min(stack["speedup_denoise_rounds"]) <= stack["speedup_denoise"] * 1.0001  # the median ratio lies in the
-    assert max(stack["speedup_denoise_rounds"]) >= stack["speedup_denoise"] * 0.9999  # per-round range
+    # interleaved timing rounds: 3, as every round reads the same times (the clock counts denoiser calls), so the
+    # speed-ups are steady; the stack's denoising loop makes 3 denoiser calls to the plain pipeline's 6
+    assert [r["latency_samples"] for r in res["rows"]] == [3, 3, 3]
+    assert plain["speedup_denoise_rounds"] == [1.0] * 3 and stack["speedup_denoise_rounds"] == [2.0] * 3
+    assert stack["speedup_denoise"] == 2.0 and stack["speedup_spread"] == 0.0 and not stack["unsteady"]
     assert "in each timing round" in (tmp_path / "results.md").read_text()
     full = {r["method"]: r for r in res["full_size"]}
-    assert full["plain"]["speedup_denoise"] == pytest.approx(1.0)
-    assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["latency_denoise"] > 0
+    assert full["plain"]["speedup_denoise"] == 1.0
+    assert full["stack:solver:3:unipc+uniform:2+apg:4.5"]["speedup_denoise"] == 2.0
     assert full["magcache:0.2"]["latency_denoise"] > 0  # calibrated on the random-weight model's own inputs
     assert "Full-size latency" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("clock, rounds", [(TickClock, 2), (JitterClock, 4)])
+def test_timing_rounds_go_on_while_a_speed_up_is_unsteady(folder, tmp_path, clock, rounds):
+    """Past ``timing_rounds``, more interleaved rounds (up to ``max_timing_rounds``) while a row's per-round speed-ups
+    spread over ``timing_spread``: none on a clock whose rounds all read alike, all of them on one whose every
+    reading is another, and the row is then flagged unsteady."""
+    from accel.bench import BenchConfig, run_bench
+
+    res = run_bench(BenchConfig(pipeline=str(folder), methods=("plain", "uniform:2"), num_images=2, batch=2, steps=4,
+                                fd_effnet=False, metrics=("psnr",), timing_rounds=2, max_timing_rounds=4,
+                                out=str(tmp_path)), clock=clock())
+    assert [r["latency_samples"] for r in res] == [rounds, rounds]
+    assert res[0]["speedup_denoise_rounds"] == [1.0] * rounds
+    per_round = res[1]["speedup_denoise_rounds"]
+    assert len(per_round) == rounds and res[1]["unsteady"] == (rounds == 4)
+    assert min(per_round) <= res[1]["speedup_denoise"] * 1.0001  # the ratio of the medians lies in the per-round range
+    assert max(per_round) >= res[1]["speedup_denoise"] * 0.9999
+    assert ("over 4 rounds" in (tmp_path / "results.md").read_text()) == (rounds == 4)
 
 
 @needs_metrics

@@ -3,6 +3,7 @@ each capability gives the single-process result within float tolerance, or is re
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -92,12 +93,16 @@ def test_bench_on_two_processes_reports_ranks_and_the_parallel_speed_up(flux_fol
     res = json.loads((out / "results.json").read_text())
     cp = res["config"]["context_parallel"]
     assert cp["layout"] == "ulysses:2" and cp["ranks"] == 2 and len(cp["plain_denoise_per_rank"]) == 2
-    assert cp["speedup_denoise"] > 0
+    # timed in the launched processes on the machine's clock: that they were timed, not what the times are
+    timings = [cp[k] for k in ("plain_denoise", "speedup_denoise", "speedup_e2e")] + cp["plain_denoise_per_rank"]
+    assert all(math.isfinite(t) and t > 0 for t in timings)
     assert [len(r["latency_denoise_per_rank"]) for r in res["rows"]] == [2, 2, 2]
     assert res["rows"][1]["psnr"] > 10  # the cached rows are scored against the plain row of the same run
     assert "Context parallelism ulysses:2 over 2 processes" in (out / "results.md").read_text()
-    # past the minimum rounds rank 0 decides for all whether to go on (here: on, as no spread is steady)
-    assert [r["latency_samples"] for r in res["rows"]] == [3, 3, 3]
+    # past the minimum rounds rank 0 decides for all whether to go on (with --timing-spread 0, on unless every
+    # speed-up came out the same in both rounds), so every row has the same number of rounds, 2 or 3
+    samples = {r["latency_samples"] for r in res["rows"]}
+    assert len(samples) == 1 and samples <= {2, 3}
     assert res["config"]["command"].startswith("torchrun --nproc_per_node 2 tests/cp_cli.py bench")
 
 

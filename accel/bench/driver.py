@@ -11,6 +11,7 @@ import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional, repeat_to
 from ..pipelines.data import eval_prompts, label_of_caption
 from .metrics import MetricInputs, METRICS, check_metrics, compute, default_metrics
-from ..timing import Span, clock, device_of
+from ..timing import Span, clock as machine_clock, device_of
 from ..pipelines.families import find_denoiser
 from ..dist import gather, rank_world
 from .rows import Row, make_row
@@ -29,11 +30,12 @@ TIMER_HOOK = "accel.bench.timer"
 
 
 class _DenoiseTimer(ModelHook):
-    """Wall time from the first denoiser call's start to the last one's end, per pipeline call."""
+    """Wall time from the first denoiser call's start to the last one's end, per pipeline call (on ``clock``: see
+    ``accel.timing.Span``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
-        self.span = Span()
+        self.span = Span(clock)
 
     def new_forward(self, module, *args, **kwargs):
         if not self.span.started:
@@ -51,10 +53,11 @@ class _DenoiseTimer(ModelHook):
 
 
 @contextmanager
-def denoise_timer(pipe):
-    """A denoising-loop timer on the pipeline's current denoiser (a row may swap it), removed on exit."""
+def denoise_timer(pipe, clock: Callable[[], float] | None = None):
+    """A denoising-loop timer on the pipeline's current denoiser (a row may swap it), removed on exit. ``clock``:
+    what it reads (None: CUDA events on a CUDA device, else ``time.perf_counter``; see ``accel.timing.Span``)."""
     _, den = find_denoiser(pipe)
-    timer = _DenoiseTimer()
+    timer = _DenoiseTimer(clock)
     HookRegistry.check_if_exists_or_initialize(den).register_hook(timer, TIMER_HOOK)
     try:
         yield timer
@@ -107,9 +110,11 @@ def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
 
 
 def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar, rank: int = 0,
-              world: int = 1) -> tuple[torch.Tensor, list, list]:
+              world: int = 1, clock: Callable[[], float] | None = None) -> tuple[torch.Tensor, list, list]:
     """Images of every prompt (batch i seeded with seed + i); with several processes each generates
-    the batches i = rank (mod world) and all get every image, so the numbers equal one process's."""
+    the batches i = rank (mod world) and all get every image, so the numbers equal one process's. Whole calls are
+    timed on ``clock`` (None: ``accel.timing.clock``), the denoising loop by ``timer``."""
+    now = clock or machine_clock
     mine = []
     for i, b in enumerate(range(0, len(prompts), cfg.batch)):
         if i % world != rank:
@@ -118,7 +123,7 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
         try:
             row.before_call(pipe)
             timer.start()
-            t = clock()
+            t = now()
             out = pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
                        **_call_args(pipe, row, cfg, chunk)).images
         except Exception as e:  # noqa: BLE001 - shared below, so every process drops the row together
@@ -126,7 +131,7 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
                 raise
             mine.append((i, e, 0.0, 0.0))
             break
-        mine.append((i, out.float().cpu(), (clock() - t) / len(chunk), timer.seconds / len(chunk)))
+        mine.append((i, out.float().cpu(), (now() - t) / len(chunk), timer.seconds / len(chunk)))
         bar.update(len(chunk) * world)
     parts = sorted((p for part in gather(mine, world) for p in part), key=lambda p: p[0])
     failed = [p[1] for p in parts if isinstance(p[1], Exception)]
@@ -146,9 +151,11 @@ def check_context_parallel_rows(rows: list[Row], full_size: bool) -> None:
                              "parallelism each rank sees its own shard (the ranks could disagree): leave it out")
 
 
-def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str]) -> tuple[int, int, dict]:
+def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str],
+                             clock: Callable[[], float] | None = None) -> tuple[int, int, dict]:
     """Time the plain pipeline in one process per rank (each as alone on its own accelerator), then turn on
     diffusers' context parallelism ``cfg.context_parallel``; returns (rank, world, the one-process timing).
+    ``clock``: what the timing reads (None: the machine's, as in ``run_bench``).
 
     Rows that decide from the values they see (``Row.per_rank_decisions``) are refused beforehand: each rank
     would decide on its own shard."""
@@ -158,13 +165,14 @@ def _enable_context_parallel(pipe, rows: list[Row], cfg: BenchConfig, prompts: l
     spec = ContextParallel.parse(cfg.context_parallel)
     plain = make_row("plain")
     e2e, dn = [], []
-    with denoise_timer(pipe) as timer:
+    now = clock or machine_clock
+    with denoise_timer(pipe, clock) as timer:
         for i in range(max(1, cfg.timing_rounds) + 1):  # the first call warms up
             timer.start()
-            t = clock()
+            t = now()
             pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed), **_call_args(pipe, plain, cfg, prompts))
             if i:
-                e2e.append((clock() - t) / len(prompts))
+                e2e.append((now() - t) / len(prompts))
                 dn.append(timer.seconds / len(prompts))
     enable_context_parallel(pipe, spec)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -189,8 +197,12 @@ def _denoiser_macs(pipe, row: Row, cfg: BenchConfig, prompts: list[str], warm: b
     return sum(counts.get(key, {}).values()) / 2 / len(prompts)
 
 
-def run_bench(cfg: BenchConfig) -> list[dict]:
-    """Run every row of ``cfg``; write results.json, results.md, pareto.png and grid.png to ``cfg.out``."""
+def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> list[dict]:
+    """Run every row of ``cfg``; write results.json, results.md, pareto.png and grid.png to ``cfg.out``.
+
+    ``clock``: what every timing reads, the whole calls' and the denoising loops' (e.g. a fixed clock in tests, so
+    that latencies, speed-ups and the number of timing rounds do not depend on the machine); None: the machine's
+    (``accel.timing.clock`` for whole calls; CUDA events, else ``time.perf_counter``, for the denoising loop)."""
     from ..pipelines.reference import load_pipeline
 
     rows = [make_row(m) for m in cfg.methods]
@@ -220,7 +232,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         torch.set_num_threads(max(1, torch.get_num_threads() // launched))  # the processes share the machine
     cp, single = cfg.context_parallel, None
     if cp is not None:
-        rank, world, single = _enable_context_parallel(pipe, rows, cfg, prompts[: cfg.batch])
+        rank, world, single = _enable_context_parallel(pipe, rows, cfg, prompts[: cfg.batch], clock)
         spread_rank, spread_world = 0, 1  # every rank runs every image; CP splits each one
     else:
         rank, world = rank_world()
@@ -238,12 +250,12 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         try:
             row.attach(pipe, cfg)
             try:
-                with denoise_timer(pipe) as timer:
+                with denoise_timer(pipe, clock) as timer:
                     row.before_call(pipe)  # warm-up call, excluded from the timings
                     pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                          **_call_args(pipe, row, cfg, prompts[: cfg.batch]))
                     bar.update(cfg.batch)
-                    imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, spread_rank, spread_world)
+                    imgs, e2e, dn = _generate(pipe, row, cfg, prompts, timer, bar, spread_rank, spread_world, clock)
                     if cp is None:
                         macs = _denoiser_macs(pipe, row, cfg, prompts[: min(4, len(prompts))]) if rank == 0 else 0.0
                     else:  # every rank counts its shard's MACs (the forward exchanges shards); the call's are the sum
@@ -284,7 +296,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         return []
     if cfg.timing_rounds > 0 and not cfg.quality_only and (world == 1 or cp is not None):
         timed = interleaved_latency(pipe, rows, cfg, prompts[: cfg.batch], quiet=rank > 0,
-                                    world=world if cp is not None else 1)
+                                    world=world if cp is not None else 1, clock=clock)
         if cp is not None:
             per_rank = gather([statistics.median(dn) for _, dn in timed], world)
             if rank > 0:
@@ -313,7 +325,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     if cfg.full_size:
         (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": None},
                                                          indent=1, default=str))  # kept if the full-size section fails
-        full = full_size_latency(rows, cfg)
+        full = full_size_latency(rows, cfg, clock)
     (out_dir / "results.json").write_text(json.dumps({"config": meta, "rows": results, "full_size": full}, indent=1,
                                                      default=str))
     md = to_markdown(results, meta, cfg.quality_only)
@@ -379,13 +391,15 @@ def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:
                                                      default=str))
 
 
-def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str],
-                        quiet: bool = False, world: int = 1) -> list[tuple[list, list]]:
+def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[str], quiet: bool = False,
+                        world: int = 1, clock: Callable[[], float] | None = None) -> list[tuple[list, list]]:
     """Per row, end-to-end and denoising-loop seconds per image from ``cfg.timing_rounds`` passes that visit every
     row in turn (attach, one warm-up call, one timed call, detach), so slow drifts of the machine's speed fall
     on all rows alike and the speed-ups are ratios taken side by side. Each pass visits the rows in its own
     order (shuffled with ``cfg.seed``), so no row always follows the same neighbour. Rows that calibrate on
-    attach keep their first calibration (see ``rows.py``)."""
+    attach keep their first calibration (see ``rows.py``). ``clock``: what the timings read (None: the machine's,
+    as in ``run_bench``)."""
+    now = clock or machine_clock
     times: list[tuple[list, list]] = [([], []) for _ in rows]
     cap = max(cfg.timing_rounds, cfg.max_timing_rounds)
     bar = tqdm(total=cfg.timing_rounds * len(rows), desc="bench: timing rounds", unit="row", disable=quiet)
@@ -406,15 +420,15 @@ def interleaved_latency(pipe, rows: list[Row], cfg: BenchConfig, prompts: list[s
         for row, (e2e, dn) in ((rows[i], times[i]) for i in order):
             row.attach(pipe, cfg)
             try:
-                with denoise_timer(pipe) as timer:
+                with denoise_timer(pipe, clock) as timer:
                     for timed in (False, True):
                         row.before_call(pipe)
                         timer.start()
-                        t = clock()
+                        t = now()
                         pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed),
                              **_call_args(pipe, row, cfg, prompts))
                         if timed:
-                            e2e.append((clock() - t) / len(prompts))
+                            e2e.append((now() - t) / len(prompts))
                             dn.append(timer.seconds / len(prompts))
             finally:
                 row.detach(pipe)
@@ -466,12 +480,14 @@ def _reference_data(cfg: BenchConfig):
     return stats, images
 
 
-def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
+def full_size_latency(rows: list[Row], cfg: BenchConfig, clock: Callable[[], float] | None = None) -> list[dict]:
     """Per row, the wall clock of one call of a PixArt-alpha-shaped pipeline (28 x 1152, 256 tokens, bf16,
     random weights) at the bench's steps and guidance, after one warm-up call of the plain pipeline.
-    Rows that need the real model (calibration on prompts, files made for it, students) are skipped."""
+    Rows that need the real model (calibration on prompts, files made for it, students) are skipped. ``clock``: what
+    the timings read (None: the machine's, as in ``run_bench``)."""
     from .shapes import pixart_alpha_shaped, pixart_alpha_shaped_inputs
 
+    now = clock or machine_clock
     pipe = pixart_alpha_shaped().to(cfg.device)
     pipe(**pixart_alpha_shaped_inputs(steps=2, guidance=cfg.guidance, device=cfg.device))  # warm-up (allocations, kernels)
     out = []
@@ -495,15 +511,15 @@ def full_size_latency(rows: list[Row], cfg: BenchConfig) -> list[dict]:
                 continue
         e2e, dn = [], []
         try:
-            with denoise_timer(pipe) as timer:
+            with denoise_timer(pipe, clock) as timer:
                 for _ in range(cfg.full_size_repeats):
                     kw = {**pixart_alpha_shaped_inputs(steps=cfg.steps, guidance=cfg.guidance, device=cfg.device),
                           **row.call_kwargs}
                     row.before_call(pipe)
                     timer.start()
-                    t = clock()
+                    t = now()
                     pipe(**kw)
-                    e2e.append(clock() - t)
+                    e2e.append(now() - t)
                     dn.append(timer.seconds)
         finally:
             row.detach(pipe)
