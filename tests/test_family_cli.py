@@ -1,5 +1,6 @@
-"""Every CLI command on saved FLUX, SD3, SDXL and DiT folders, as a user runs them: generate, the five
-calibration methods, bench with accel rows; and the bad-argument refusals."""
+"""Every CLI command on saved FLUX, SD3, SDXL, DiT, FLUX.2, Qwen-Image, Z-Image and Chroma folders, as a user runs
+them: generate, the six calibration methods, bench with accel rows (and, on the families of 2026, the peers); and
+the bad-argument refusals."""
 import json
 
 import pytest
@@ -7,7 +8,9 @@ import pytest
 from accel.cli import main
 from user_models import prompt_file, save
 
-FAMILIES = ("flux", "sd3", "sdxl", "dit")
+FAMILIES = ("flux", "sd3", "sdxl", "dit", "flux2", "qwen-image", "z-image", "chroma")
+NEW = ("flux2", "qwen-image", "z-image", "chroma")  # their bench also runs the peers
+PEERS = ("fbcache:0.2", "taylorseer:2", "magcache:0.1", "dbcache:0.2")
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +57,13 @@ def test_every_command_runs_on_a_saved_folder(family, folders, tmp_path, capsys)
     assert rc == 0 or (rc == 2 and "non-finite latents" in capsys.readouterr().err)
     assert (tmp_path / "g" / "000.png").exists()
     out = tmp_path / "bench"
+    methods = ["plain", "uniform:2", "solver:3:dpm++", *(PEERS if family in NEW else ())]
     assert main(["bench", "--pipeline", pipe, *common, "--steps", "4", "--num-images", "2", "--batch", "2",
-                 "--methods", "plain,uniform:2,solver:3:dpm++", "--no-effnet", "--timing-rounds", "0",
-                 "--out", str(out)]) == 0
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["plain", "uniform:2", "solver:3:dpm++"]
+                 "--methods", ",".join(methods), "--no-effnet", "--timing-rounds", "0", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    rows, skipped = [r["method"] for r in res["rows"]], {s["method"]: s["reason"] for s in res["config"]["skipped"]}
+    assert rows[:3] == methods[:3] and sorted(rows + list(skipped)) == sorted(methods)  # every row, or its reason
+    assert all(reason for reason in skipped.values()) and not set(skipped) & {"plain", "uniform:2", "solver:3:dpm++"}
 
 
 def test_bad_arguments_are_refused_up_front(folders, tmp_path, capsys):

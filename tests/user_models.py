@@ -10,7 +10,7 @@ import torch
 WORDS = ("a photo of the sneaker bag dress coat shirt trouser sandal boot pullover woman man in red blue green "
          "cat dog house tree on with and").split()
 DIT_LABELS = ("sneaker", "bag", "dress", "coat", "shirt", "trouser", "sandal", "ankle boot", "pullover", "tabby cat, cat")
-FAMILIES = ("flux", "sd3", "sdxl", "sd", "dit", "pixart-sigma", "flux2", "qwen-image", "z-image")
+FAMILIES = ("flux", "sd3", "sdxl", "sd", "dit", "pixart-sigma", "flux2", "qwen-image", "z-image", "chroma")
 
 
 def clip_tokenizer(folder: Path, max_length: int = 16):
@@ -219,8 +219,14 @@ def build(family: str, tmp: Path, seed: int = 0):
             norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False).eval()
         return PixArtSigmaPipeline(tokenizer=t5_tokenizer(), text_encoder=t5_encoder(32), vae=_vae(), transformer=tr,
                                    scheduler=DPMSolverMultistepScheduler())
-    if family in ("flux2", "qwen-image", "z-image"):
+    if family in ("flux2", "qwen-image", "z-image", "chroma"):
         import tiny_families as tfam
+
+        if family == "chroma":  # Chroma: a T5 text encoder only
+            return tfam.ChromaPipeline(scheduler=tfam.chroma_scheduler(), vae=tfam.chroma_vae(seed),
+                                       text_encoder=t5_encoder(tfam.CHROMA_TEXT_DIM), tokenizer=t5_tokenizer(),
+                                       transformer=tfam.chroma_transformer(seed), image_encoder=None,
+                                       feature_extractor=None)
 
         if family == "flux2":  # FLUX.2-dev: Flux2Pipeline, Mistral3 text encoder, guidance-distilled transformer
             tok = mistral_tokenizer()

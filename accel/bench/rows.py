@@ -143,14 +143,17 @@ def _taylorseer(spec: str, arg: str) -> Row:
     interval = int(arg or 5)
 
     def apply(pipe, cfg):
-        from ..pipelines.families import layout_of
+        from ..pipelines.families import find_layout
 
         # TaylorSeer's default identifiers ("^transformer_blocks.*attn", matched with re.fullmatch) hook nothing
-        # on PixArt (attn1/attn2): give it the same components accel caches, so the comparison is fair.
-        layout = layout_of(pipe.transformer)
-        ids = [rf"{g.path}\.\d+\.{attr}" for g in layout.groups for _, attr in g.components]
+        # on PixArt (attn1/attn2): give it the same modules accel caches (whole blocks on a generic layout), so the
+        # comparison is fair; a denoiser with no layout keeps TaylorSeer's defaults.
+        layout = find_layout(pipe.transformer)[0]
+        ids = None if layout is None else [rf"{g.path}\.\d+" + (rf"\.{attr}" if attr else "")
+                                           for g in layout.groups for _, attr in g.components]
         conf = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=3, max_order=1,
-                                     taylor_factors_dtype=pipe.transformer.dtype, cache_identifiers=ids)
+                                     taylor_factors_dtype=pipe.transformer.dtype,
+                                     **({"cache_identifiers": ids} if ids else {}))
         apply_taylorseer_cache(pipe.transformer, conf)
 
     return _peer_hook_row(spec, f"diffusers TaylorSeer every {interval}", apply, (ts._TAYLORSEER_CACHE_HOOK,),
