@@ -373,6 +373,7 @@ def _meta(cfg: BenchConfig, prompts: list[str], world: int, skipped: list[dict],
     import sys
 
     import diffusers
+    import transformers
 
     from .page import command_line
 
@@ -382,7 +383,8 @@ def _meta(cfg: BenchConfig, prompts: list[str], world: int, skipped: list[dict],
             "height": cfg.height, "width": cfg.width, "command": cfg.command or command_line(sys.argv),
             "metrics": list(names), "calibration_prompts": cfg.calibration_prompts,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "torch": torch.__version__, "diffusers": diffusers.__version__}}
+                        "torch": torch.__version__, "diffusers": diffusers.__version__,
+                        "transformers": transformers.__version__}}
 
 
 def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:

@@ -25,6 +25,8 @@ def machine_line(meta: dict) -> str:
     parts = [f"device {meta.get('device', '?')}", f"{meta.get('threads', '?')} threads",
              f"{meta.get('processes', 1)} process(es)", m.get("processor", ""), m.get("platform", ""),
              f"torch {m.get('torch', '?')}", f"diffusers {m.get('diffusers', '?')}"]
+    if m.get("transformers"):
+        parts.append(f"transformers {m['transformers']}")
     return ", ".join(p for p in parts if p)
 
 
