@@ -22,8 +22,8 @@ from .cache.policy import CachePolicy, SchedulePolicy
 from .cache.state import RunState
 from .cache.token_refresh import TokenRefresh
 from .parallel import check_composes, context_parallel_of, rank_report
-from .pipelines.families import (FamilyLayout, UNetLevels, find_denoiser, find_layout, layout_named, layout_of,
-                                 timestep_arg)
+from .pipelines.families import (FamilyLayout, UNetLevels, experts_blocks, experts_layout, find_denoiser, find_experts,
+                                 find_layout, layout_of, timestep_arg)
 from .schedule import CacheSchedule
 from .stats import ComponentStats, Stats, count_macs
 
@@ -58,7 +58,7 @@ def register_guidance_handler(kind: type):
 
 @register_cache_handler(CacheSchedule)
 def _schedule_policy(pipe, schedule: CacheSchedule, denoiser) -> CachePolicy:
-    schedule.check_compatible(denoiser)
+    schedule.check_compatible(pipe)
     return SchedulePolicy(schedule)
 
 
@@ -121,6 +121,9 @@ class AccelHandle:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     invariant: dict[str, Any] = field(default_factory=dict)  # denoiser submodule name -> its CallInvariantHook
     attention: str | None = None  # the backend of accel's attention processors, when installed
+    experts: list[torch.nn.Module] = field(default_factory=list)  # every denoiser the pipeline calls, ``denoiser`` first
+    expert_names: list[str] = field(default_factory=list)  # their attributes on the pipeline
+    slot_expert: list[int] = field(default_factory=list)  # per cache slot, the expert that holds its module
 
     def add_hook(self, module: torch.nn.Module, hook, name: str) -> None:
         made = not hasattr(module, "_diffusers_hook")
@@ -175,12 +178,15 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     # replaces an earlier apply is built from the pipeline as it was before accel (its scheduler and defaults)
     with _before_accel(pipe):
         attr, denoiser = find_denoiser(pipe)
+        expert_names, experts = map(list, zip(*find_experts(pipe)))
         for other, h in list(_HANDLES.items()):
-            if other is not pipe and h.denoiser is denoiser:
+            if other is not pipe and any(e is m for e in h.experts for m in experts):
                 raise ValueError(f"this {type(denoiser).__name__} is already accelerated through another pipeline "
                                  f"({type(other).__name__}) sharing it; a pipeline built from the same components "
                                  "runs as plain: accel.remove(that pipeline) first to accelerate this one")
         layout, no_layout = find_layout(denoiser)
+        if layout is not None and len(experts) > 1 and (cache is not None or attention is not None):
+            layout = experts_layout(pipe)  # the experts must share it
         if layout is None and (cache is not None or attention is not None):
             raise NotImplementedError(f"{'caching' if cache is not None else 'accel attention'} needs the denoiser's "
                                       f"block layout: {no_layout}")
@@ -190,8 +196,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
             Backend(attention)
         policy = _dispatch(_CACHE_HANDLERS, cache, "cache")(pipe, cache, denoiser) if cache is not None else None
         if isinstance(policy, SchedulePolicy) and policy.schedule.family != layout.name:
-            layout = layout_named(denoiser, policy.schedule.family)  # a schedule made on the generic layout
-        blocks = layout.blocks(denoiser) if layout is not None else []
+            layout = experts_layout(pipe, policy.schedule.family)  # a schedule made on the generic layout
+        blocks = experts_blocks(pipe, layout) if layout is not None else []
         new_scheduler = None
         if solver is not None:
             for match, fn in _SOLVER_HANDLERS:
@@ -205,7 +211,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         if guidance is not None and hasattr(guidance, "validate"):
             guidance.validate(pipe)
         keeps_inputs = policy is not None and policy.keeps_inputs
-        check_composes(denoiser, keeps_inputs, "auto" if keeps_inputs and attention is None else attention)
+        for den in experts:
+            check_composes(den, keeps_inputs, "auto" if keeps_inputs and attention is None else attention)
         extra_defaults = {**(getattr(new_scheduler, "accel_call_defaults", None) or {}),  # e.g. one-step presets
                           **(call_defaults or {})} or None
         one_step = _is_one_step(pipe, extra_defaults)
@@ -220,7 +227,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
     refs = [r for blk in blocks for r in blk]
     slots = [(r.block, r.component, r.name) for r in refs]
     state = RunState(pipe if attr else None, slots, policy, [r.module for r in refs])
-    handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver})
+    handle = AccelHandle(denoiser, layout, state, config={"cache": cache, "guidance": guidance, "solver": solver},
+                         experts=experts, expert_names=expert_names, slot_expert=[r.expert for r in refs])
     if policy is not None:
         policy.bind(len(blocks), len(layout.component_names))
     if policy is not None and policy.keeps_inputs and attention is None:
@@ -233,7 +241,8 @@ def apply(pipe, *, cache=None, guidance=None, solver=None, attention: str | None
         for i, r in enumerate(refs):
             hook = ResidualCacheHook(state, i, r.io) if r.io is not None else ComponentCacheHook(state, i)
             handle.add_hook(r.module, hook, COMPONENT_HOOK)
-        handle.add_hook(denoiser, DenoiserStepHook(state, timestep_arg(denoiser)), STEP_HOOK)
+        for e, den in enumerate(experts):
+            handle.add_hook(den, DenoiserStepHook(state, timestep_arg(den), e), STEP_HOOK)
         if policy is not None and policy.fast_path:
             _add_block_fast_paths(handle, refs)
         if policy is not None or attention is not None:  # (attention reuses text keys of an unchanged projection)
@@ -282,11 +291,11 @@ def _add_block_fast_paths(handle: AccelHandle, refs: list) -> None:
     path = FAST_PATHS.get(handle.layout.name) if handle.layout is not None else None
     if path is None:
         return
-    slot_of = {r.name: i for i, r in enumerate(refs)}
+    slot_of = {(r.expert, r.name): i for i, r in enumerate(refs)}
     state = handle.state
-    for parent in dict.fromkeys(r.name.rsplit(".", 1)[0] for r in refs):
-        slots = [slot_of.get(f"{parent}.{c}") for c in path.components]
-        block = handle.denoiser.get_submodule(parent)
+    for expert, parent in dict.fromkeys((r.expert, r.name.rsplit(".", 1)[0]) for r in refs):
+        slots = [slot_of.get((expert, f"{parent}.{c}")) for c in path.components]
+        block = handle.experts[expert].get_submodule(parent)
         if None not in slots and path.applies(block):
             handle.add_hook(block, BlockSkipHook(state, slots, path), BLOCK_HOOK)
             state.fast_block_ids.append(refs[slots[0]].block)
@@ -352,7 +361,7 @@ def _install_attention(handle: AccelHandle, backend: str) -> None:
     Backend(backend)  # a clear error for an unknown name
     counters: dict = {}
     procs = []
-    for mod in handle.denoiser.modules():
+    for mod in (m for den in handle.experts for m in den.modules()):
         if isinstance(mod, Attention) and isinstance(mod.processor, (AttnProcessor, AttnProcessor2_0)):
             old = mod.processor
             proc = AccelAttnProcessor(old, backend, counters)
@@ -362,9 +371,12 @@ def _install_attention(handle: AccelHandle, backend: str) -> None:
             handle.cleanups.append(lambda m=mod, o=old: m.set_processor(o))
     if not procs:
         found = sorted({type(m.processor).__name__ for m in handle.denoiser.modules() if isinstance(m, Attention)})
+        joint = any("Joint" in n or "Flux" in n or "Double" in n or "SingleStream" in n or "Qwen" in n or "Chroma" in n
+                    or "HunyuanImage" in n for n in found)
+        kind = "joint text-image attention" if joint else "an attention of its own"
         raise ValueError(f"accel's attention processor replaces diffusers' AttnProcessor / AttnProcessor2_0 "
                          f"(PixArt, DiT, SD / SDXL); this {handle.layout.name} denoiser uses {', '.join(found) or 'none'} "
-                         "(joint text-image attention), which it does not implement yet (TokenRefresh needs it): leave attention=None")
+                         f"({kind}), which it does not implement yet (TokenRefresh needs it): leave attention=None")
     handle.state.call_listeners.append(lambda: [p.reset() for p in procs])
     handle.state.reporters["attention"] = lambda: {"backend_requested": backend, "processors": len(procs), **counters}
 
@@ -429,15 +441,26 @@ def _shape_key(args: tuple, kwargs: dict) -> tuple:
     return tuple((tuple(a.shape), a.dtype) for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor))
 
 
-def _macs_of_last_inputs(h: AccelHandle) -> tuple[int, list[int]]:
-    """MACs of one denoiser forward at the last call's input shapes, and of each slot and invariant module in it
-    (counted once per shape)."""
+def _macs_of_last_inputs(h: AccelHandle) -> tuple[list[int], list[int]]:
+    """MACs of one forward of each expert (the denoiser, for most pipelines) at the last call's input shapes, and of
+    each slot and invariant module in them (counted once per shape; experts share a class, so the call's first
+    inputs serve them all)."""
     args, kwargs = h.state.last_inputs
     key = _shape_key(args, kwargs)
     if key not in h.macs:
         h.state.measuring = True
         try:
-            h.macs[key] = count_macs(h.denoiser, args, kwargs, [n for _, _, n in h.state.slots] + list(h.invariant))
+            totals, per = [], [0] * (len(h.state.slots) + len(h.invariant))
+            invariant = list(range(len(h.state.slots), len(per)))  # the first expert's invariant modules
+            for e, den in enumerate(h.experts or [h.denoiser]):
+                mine = [i for i, x in enumerate(h.slot_expert) if x == e] + (invariant if e == 0 else [])
+                names = [h.state.slots[i][2] if i < len(h.state.slots) else list(h.invariant)[i - len(h.state.slots)]
+                         for i in mine]
+                total, counts = count_macs(den, args, kwargs, names)
+                totals.append(total)
+                for i, c in zip(mine, counts):
+                    per[i] = c
+            h.macs[key] = (totals, per)
         finally:
             h.state.measuring = False
     return h.macs[key]
@@ -454,20 +477,23 @@ def stats(pipe, count_macs_now: bool = True) -> Stats:
     """
     h = handle_of(pipe)
     rec = h.state.record
-    macs_total, per = 0, [0] * len(h.state.slots)
+    totals, per = [0] * len(h.experts or [h.denoiser]), [0] * len(h.state.slots)
     cp = rank_report(h.denoiser)
     if count_macs_now and h.state.last_inputs is not None and cp is None:
-        macs_total, per = _macs_of_last_inputs(h)
+        totals, per = _macs_of_last_inputs(h)
     elif cp is not None and h.state.last_inputs is not None:  # counted in the call, on every rank together
-        macs_total, per = h.macs.get(_shape_key(*h.state.last_inputs), (0, per))
+        totals, per = h.macs.get(_shape_key(*h.state.last_inputs), (totals, per))
     n_slots = len(h.state.slots)
     per, per_invariant = per[:n_slots], per[n_slots:]
     cnames = h.layout.component_names if h.layout is not None else ()
+    prefix = [f"{n}." if len(h.experts) > 1 else "" for n in h.expert_names]  # Wan 2.2: whose block it is
     comps = [
-        ComponentStats(b, cnames[c], name, rec.computed[i], rec.reused[i], per[i], rec.partial[i], rec.refreshed[i])
+        ComponentStats(b, cnames[c], prefix[h.slot_expert[i]] + name if prefix else name, rec.computed[i],
+                       rec.reused[i], per[i], rec.partial[i], rec.refreshed[i])
         for i, (b, c, name) in enumerate(h.state.slots)
     ]
-    full = macs_total * rec.denoiser_calls
+    calls = rec.expert_calls or [rec.denoiser_calls]
+    full = sum(t * c for t, c in zip(totals, calls))
     saved = sum((c.reused + c.partial - c.refreshed) * c.macs for c in comps)
     saved += sum(m * hook.hits for m, hook in zip(per_invariant, h.invariant.values()))  # projections reused
     seconds = rec.span.seconds

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipelines.families import find_denoiser, fingerprint, layout_named, layout_of
+from .pipelines.families import experts_blocks, experts_fingerprint, experts_layout
 
 
 REUSE_MODES = ("hold", "taylor")
@@ -117,24 +117,25 @@ class CacheSchedule:
     @classmethod
     def _for(cls, pipe, steps_on: np.ndarray, method: str, resolution: tuple[int, int] | None = None,
              reuse: str = "hold", layout: str | None = None, **metadata) -> "CacheSchedule":
-        _, den = find_denoiser(pipe)
-        layout = layout_named(den, layout)
-        blocks = layout.blocks(den)
+        layout = experts_layout(pipe, layout)
+        blocks = experts_blocks(pipe, layout)
         table = np.broadcast_to(steps_on, (steps_on.shape[0], len(blocks), len(layout.component_names))).copy()
         for b in layout.always_compute_blocks:
             table[:, b] = True
-        return cls(table, layout.name, layout.component_names, fingerprint(den), resolution, method, metadata, reuse)
+        return cls(table, layout.name, layout.component_names, experts_fingerprint(pipe), resolution, method, metadata,
+                   reuse)
 
     # -- checks and resampling -----------------------------------------------------------------
-    def check_compatible(self, denoiser) -> None:
-        """Raise ``ScheduleMismatchError`` naming what differs between this schedule and ``denoiser``."""
-        layout = layout_of(denoiser)
+    def check_compatible(self, model) -> None:
+        """Raise ``ScheduleMismatchError`` naming what differs between this schedule and ``model`` (a pipeline, whose
+        experts all count, or a denoiser)."""
+        layout = experts_layout(model)
         if self.family.startswith("generic:") and self.family != layout.name:  # made with the generic layout
             try:
-                layout = layout_named(denoiser, self.family)
+                layout = experts_layout(model, self.family)
             except NotImplementedError:
                 pass
-        blocks = layout.blocks(denoiser)
+        blocks = experts_blocks(model, layout)
         problems = []
         if layout.name != self.family:
             problems.append(f"family {self.family!r} vs model {layout.name!r}")
@@ -142,7 +143,7 @@ class CacheSchedule:
             problems.append(f"{self.num_blocks} blocks vs model {len(blocks)}")
         if layout.component_names != self.components:
             problems.append(f"components {self.components} vs model {layout.component_names}")
-        fp = fingerprint(denoiser)
+        fp = experts_fingerprint(model)
         if not problems and fp != self.fingerprint:
             problems.append(f"config fingerprint {self.fingerprint} vs model {fp}")
         if problems:

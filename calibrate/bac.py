@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.api import handle_of
-from accel.pipelines.families import find_denoiser, fingerprint, layout_of
+from accel.pipelines.families import experts_blocks, experts_fingerprint, experts_layout
 
 from .features import ComponentStatistics, FeatureRecorder
 
@@ -375,13 +375,12 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
         raise ValueError(f"warmup must be in [0, steps), got {warmup}")
     if max_gap is not None and max_gap < 0:
         raise ValueError(f"max_gap must be >= 0 (consecutive reused steps), got {max_gap}")
-    _, den = find_denoiser(pipe)
-    layout = layout_of(den)
+    layout = experts_layout(pipe)
     if not calls:
         raise ValueError("BAC needs at least one calibration call (prompts)")
     stats, comp_macs, plain = record_statistics(pipe, calls, steps, guidance, metric, seed, call_kwargs,
                                          forecast=reuse == "taylor")
-    blocks = layout.blocks(den)
+    blocks = experts_blocks(pipe, layout)
     h_slots = [(r.block, r.component) for blk in blocks for r in blk]
     ffn = {layout.component_names.index(c) for c in layout.ffn_components if c in layout.component_names}
     n_blocks, n_comps = len(blocks), len(layout.component_names)
@@ -460,7 +459,8 @@ def calibrate_bac(pipe, calls: list[dict], steps: int = 20, guidance: float = 4.
             "guidance": guidance, "target_speedup": speedup, "target_macs_fraction": macs_fraction,
             "component_macs_fraction": macs / full_macs if full_macs else 1.0, "predicted_speedup": pred,
             "latency_model": vars(model) if model else None}
-    sched = accel.CacheSchedule(table, layout.name, layout.component_names, fingerprint(den), None, "bac", meta, reuse)
+    sched = accel.CacheSchedule(table, layout.name, layout.component_names, experts_fingerprint(pipe), None, "bac", meta,
+                                reuse)
     if check:
         sched.metadata["calibration_fidelity"] = calibration_fidelity(pipe, sched, calls, steps, guidance, plain, seed,
                                                             call_kwargs)

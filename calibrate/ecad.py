@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from accel.dist import gather, rank_world
 
 import accel
-from accel.pipelines.families import find_denoiser, fingerprint, layout_of
+from accel.pipelines.families import experts_fingerprint, experts_layout
 
 if TYPE_CHECKING:
     from .bac import LatencyModel
@@ -142,9 +142,8 @@ class ScheduleEvaluator:
         self.kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
         # solver and guidance the schedule will run with (the reference is the same configuration, uncached)
         self.apply_kwargs = cfg.apply_kwargs()
-        _, den = find_denoiser(pipe)
-        self.layout = layout_of(den)
-        self.fingerprint = fingerprint(den)
+        self.layout = experts_layout(pipe)
+        self.fingerprint = experts_fingerprint(pipe)
         self.template = accel.CacheSchedule.full(pipe, cfg.steps)
         accel.apply(pipe, **self.apply_kwargs)
         self.ref = self._generate()

@@ -20,7 +20,7 @@ import inspect
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from accel.pipelines.families import FamilyLayout, find_denoiser, find_layout, timestep_arg
+from accel.pipelines.families import FamilyLayout, find_denoiser, find_experts, find_layout, timestep_arg
 from accel.solvers.noise_schedule import current_timestep
 
 _CAPTURE = "accel.calibrate.capture"
@@ -35,6 +35,7 @@ class _Capture(ModelHook):
     def __init__(self, scheduler, time_name: str, time_pos: int) -> None:
         super().__init__()
         self.calls: list[tuple[tuple, dict]] = []
+        self.out_channels: int | None = None  # of the first call's prediction
         self.times: list[tuple[float, float]] = []
         self._scheduler, self._name, self._pos = scheduler, time_name, time_pos
 
@@ -45,7 +46,12 @@ class _Capture(ModelHook):
         own = current_timestep(self._scheduler)
         if t is not None and own is not None:
             self.times.append((float(own), float(torch.as_tensor(t).flatten()[0])))
-        return self.fn_ref.original_forward(*args, **kwargs)
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if self.out_channels is None:
+            pred = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
+            pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+            self.out_channels = pred.shape[1] if isinstance(pred, torch.Tensor) and pred.dim() > 3 else None
+        return out
 
 
 def model_time_map(pairs: list[tuple[float, float]], fallback_scale: float) -> tuple[float, float]:
@@ -72,6 +78,10 @@ class GuidedDenoiser:
 
     def __init__(self, pipe, call: dict, guidance: float, call_kwargs: dict | None = None):
         _, self.den = find_denoiser(pipe)
+        if len(find_experts(pipe)) > 1:
+            raise NotImplementedError("solver calibration captures one denoiser's call and solves with it; this "
+                                      "pipeline switches denoisers mid-call (Wan 2.2's two experts), which it does "
+                                      "not follow yet: use the solvers by name (dpm++, unipc) or calibrate a cache")
         layout = find_layout(self.den)[0] or _NO_LAYOUT
         self.cond_first = layout.cfg_cond_first
         self.sign = layout.output_sign
@@ -93,7 +103,9 @@ class GuidedDenoiser:
         sched.set_timesteps = recording  # this instance, for this one call; removed below
         try:
             kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="latent", **(call_kwargs or {}))
-            pipe(num_inference_steps=2, guidance_scale=guidance, **kwargs, **call)
+            if "guidance_scale" in inspect.signature(type(pipe).__call__).parameters:  # not where a guider decides
+                kwargs["guidance_scale"] = guidance
+            pipe(num_inference_steps=2, **kwargs, **call)
         finally:
             reg.remove_hook(_CAPTURE, recurse=False)
             del sched.set_timesteps
@@ -109,7 +121,13 @@ class GuidedDenoiser:
         self.batch = half if self.cfg else x.shape[0]
         self.kwargs = first
         self.kwargs_uncond = self._named(params, cap.calls[1])[0] if self.two_call else None
-        self.latent_shape = tuple(x.shape[1:])
+        # channels after the latents that the pipeline appends and keeps fixed (HunyuanVideo-1.5's conditioning
+        # image and mask): served as captured, and left out of the ODE's state
+        c = cap.out_channels
+        self._fixed = x[:, c:] if c is not None and not self._listed and c < x.shape[1] else None
+        self._fixed_uncond = (self._from_model(self._named(params, cap.calls[1])[1])[:, c:]
+                              if self._fixed is not None and self.two_call else None)
+        self.latent_shape = tuple(x[:, :c].shape[1:] if self._fixed is not None else x.shape[1:])
 
     def _named(self, params: list[str], call: tuple[tuple, dict]) -> tuple[dict, torch.Tensor]:
         args, kw = call
@@ -126,6 +144,12 @@ class GuidedDenoiser:
         return torch.stack(list(v)).squeeze(2) if self._listed else v
 
     def _run(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        fixed = self._fixed_uncond if kwargs is self.kwargs_uncond else self._fixed
+        if fixed is not None:
+            if fixed.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"the captured call's fixed channels are for a batch of {fixed.shape[0]}, not "
+                                 f"{x.shape[0]}")
+            x = torch.cat([x, fixed.to(x.dtype).expand(x.shape[0], *fixed.shape[1:])], dim=1)
         a, b = self.time_map
         model_t = t * a + b if b else t * a
         given = list(x.unsqueeze(2).unbind(0)) if self._listed else x

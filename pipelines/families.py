@@ -12,6 +12,7 @@ through diffusers' ``TransformerBlockRegistry`` or ``register_block_io``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -84,6 +85,7 @@ class ComponentRef:
     name: str  # fully qualified module name inside the denoiser
     module: nn.Module = field(compare=False, repr=False)
     io: BlockIO | None = field(default=None, compare=False)
+    expert: int = 0  # which of the pipeline's denoisers holds it (Wan 2.2: 0 high noise, 1 low noise)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,50 @@ def find_denoiser(pipe) -> tuple[str, nn.Module]:
     raise ValueError(f"{type(pipe).__name__} has no `transformer` or `unet` denoiser for accel to attach to.")
 
 
+EXPERT_ATTRS = ("transformer_2",)  # denoisers a pipeline switches to mid-call (Wan 2.2's low-noise expert)
+
+
+def find_experts(pipe) -> list[tuple[str, nn.Module]]:
+    """Every denoiser the pipeline calls, the one ``find_denoiser`` names first: ``transformer`` and, where the
+    pipeline has one, the expert it switches to below a boundary timestep (Wan 2.2's ``transformer_2``)."""
+    first = find_denoiser(pipe)
+    if isinstance(pipe, nn.Module):
+        return [first]
+    more = [(a, m) for a in EXPERT_ATTRS if isinstance(m := getattr(pipe, a, None), nn.Module) and m is not first[1]]
+    return [first, *more]
+
+
+def experts_layout(pipe, name: str | None = None) -> FamilyLayout:
+    """The layout the experts of ``pipe`` share (``layout_named``: their own, or the generic one by name), or a
+    ``NotImplementedError`` when they differ."""
+    experts = find_experts(pipe)
+    layouts = [layout_named(m, name) for _, m in experts]
+    if any(lay.name != layouts[0].name for lay in layouts):
+        raise NotImplementedError("the pipeline's denoisers have different layouts ("
+                                  + ", ".join(f"{a}: {lay.name}" for (a, _), lay in zip(experts, layouts))
+                                  + "): accel caches experts of one family")
+    return layouts[0]
+
+
+def experts_blocks(pipe, layout: FamilyLayout) -> list[list[ComponentRef]]:
+    """The blocks of every expert of ``pipe`` in ``layout``, one after another on the schedule's block axis (a call
+    runs one expert at a step, so the other's blocks sit idle then)."""
+    out: list[list[ComponentRef]] = []
+    for e, (_, den) in enumerate(find_experts(pipe)):
+        for blk in layout.blocks(den):
+            out.append([dataclasses.replace(r, block=len(out), expert=e) for r in blk])
+    return out
+
+
+def experts_fingerprint(pipe) -> str:
+    """``fingerprint`` of the denoiser, or of the set of experts (their classes and configs, in order)."""
+    experts = find_experts(pipe)
+    if len(experts) == 1:
+        return fingerprint(experts[0][1])
+    blob = json.dumps([[a, fingerprint(m)] for a, m in experts])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def find_layout(denoiser: nn.Module) -> tuple[FamilyLayout | None, str]:
     """The layout of a denoiser (its family's, else the generic one from ``_repeated_blocks``) and, when there is
     none, the sentence saying why and how to add one."""
@@ -248,7 +294,8 @@ def find_layout(denoiser: nn.Module) -> tuple[FamilyLayout | None, str]:
     if generic is not None:
         return generic, ""
     supported = ", ".join(f"{k} ({', '.join(v)})" for k, v in supported_families().items())
-    return None, (f"{cls.__name__} has no block layout accel knows: it declares no `_repeated_blocks` and no family "
+    return None, (f"{cls.__name__} has no block layout accel knows: it declares no `_repeated_blocks` (nor "
+                  "`_no_split_modules`) and no family "
                   f"is registered for it (families: {supported}); add one with "
                   "accel.pipelines.families.register_family(FamilyLayout(...)) (docs/architecture.md)")
 
@@ -290,6 +337,8 @@ def register_block_io(block_class: str, hidden_out: int | None, encoder_out: int
 # blocks diffusers does not register, read from their forward: (encoder_hidden_states, hidden_states)
 register_block_io("ChromaTransformerBlock", 1, 0)
 register_block_io("ChromaSingleTransformerBlock", None)
+# (hidden_states, encoder_hidden_states), as HunyuanVideo's blocks that diffusers registers
+register_block_io("HunyuanVideo15TransformerBlock", 0, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -334,11 +383,14 @@ def _diffusers_block_metadata(cls: type):
 
 
 def generic_layout(denoiser: nn.Module) -> FamilyLayout | None:
-    """The generic layout of a denoiser whose class declares ``_repeated_blocks`` (None when it declares none): each
+    """The generic layout of a denoiser whose class declares ``_repeated_blocks`` (else ``_no_split_modules``; None
+    when it declares neither): each
     ``nn.ModuleList`` of repeated blocks, in the order the denoiser registers them, one component per block (its
     residual). A ``ValueError`` when a block's outputs cannot be told apart (``block_io``)."""
     root = getattr(denoiser, "_orig_mod", denoiser)
-    names = tuple(getattr(type(root), "_repeated_blocks", None) or ())
+    # _no_split_modules (the block classes accelerate keeps on one device) where a class declares no repeated
+    # blocks: CogVideoX's transformer
+    names = tuple(getattr(type(root), "_repeated_blocks", None) or getattr(type(root), "_no_split_modules", None) or ())
     if not names:
         return None
     paths: list[str] = []

@@ -28,10 +28,11 @@ _TENSOR = torch.empty(0)  # the template of a block that returns its hidden stat
 class DenoiserStepHook(ModelHook):
     _is_stateful = True  # diffusers resets it at the end of every pipeline call (``reset_stateful_hooks``)
 
-    def __init__(self, state: RunState, timestep_arg: str = "timestep") -> None:
+    def __init__(self, state: RunState, timestep_arg: str = "timestep", expert: int = 0) -> None:
         super().__init__()
         self.state = state
         self.timestep_arg = timestep_arg
+        self.expert = expert  # which of the pipeline's denoisers this hook sits on
         self._pos: int | None = None
 
     def initialize_hook(self, module):
@@ -48,7 +49,7 @@ class DenoiserStepHook(ModelHook):
         if t is None and self._pos is not None and len(args) > self._pos:
             t = args[self._pos]
         if t is not None:
-            self.state.on_denoiser_call(t, args, kwargs)
+            self.state.on_denoiser_call(t, args, kwargs, self.expert)
         out = self.fn_ref.original_forward(*args, **kwargs)
         self.state.on_denoiser_return()
         return out

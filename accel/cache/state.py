@@ -79,6 +79,7 @@ class CallRecord:
     refreshed: list[float] = field(default_factory=list)  # per slot: sum of refreshed token shares
     partial: list[int] = field(default_factory=list)  # per slot: calls that refreshed some tokens
     fast_blocks: int = 0  # block calls served by a block fast path (all components reused)
+    expert_calls: list[int] = field(default_factory=list)  # denoiser calls per expert (Wan 2.2: two)
     span: Span = field(default_factory=Span)  # first denoiser call's start to the last one's end
     shape_key: tuple | None = None
 
@@ -133,7 +134,7 @@ class RunState:
 
     # -- step tracking (called by the denoiser hook) --------------------------------------------
     @torch.compiler.disable
-    def on_denoiser_call(self, timestep, args: tuple, kwargs: dict) -> None:
+    def on_denoiser_call(self, timestep, args: tuple, kwargs: dict, expert: int = 0) -> None:
         if self.measuring:
             return
         pipe = self.pipe
@@ -164,6 +165,9 @@ class RunState:
         self._last_t = t
         self.record.steps = self._step + 1
         self.record.denoiser_calls += 1
+        calls = self.record.expert_calls
+        calls.extend([0] * (expert + 1 - len(calls)))
+        calls[expert] += 1
         if self.policy is not None:
             self._row = self.policy.row(self._offset + self._step)
             self._keep = self.policy.keeps(self._offset + self._step)

@@ -181,10 +181,15 @@ class GuidanceHook(ModelHook):
 
     def _spatial(self, v: torch.Tensor, kwargs) -> torch.Tensor:
         """Packed latent tokens [B, N, 4C] as the [B, C, H, W] latents they pack (diffusers' 2x2 packing of FLUX,
-        FLUX.2, Qwen-Image, Chroma), the grid read once per ids tensor from ``img_ids`` or ``img_shapes``; other
-        latents as they are."""
+        FLUX.2, Qwen-Image, Chroma), the grid read once per ids tensor from ``img_ids`` or ``img_shapes``; LTX-Video's
+        tokens [B, F H W, C] as [B, C, F, H, W] (its ``num_frames``, ``height``, ``width``); other latents as they
+        are."""
         if v.dim() != 3:
             return v
+        grid = tuple(kwargs.get(k) for k in ("num_frames", "height", "width"))
+        if all(isinstance(g, int) for g in grid) and grid[0] * grid[1] * grid[2] == v.shape[1]:
+            # LTX-Video: tokens of a [frames, rows, cols] latent grid, one latent each (patch size 1)
+            return v.view(v.shape[0], *grid, v.shape[2]).permute(0, 4, 1, 2, 3)
         ids = kwargs.get("img_ids", kwargs.get("img_shapes"))
         if ids is None or v.shape[-1] % 4:
             raise ValueError("frequency-aware CFG needs the spatial grid of packed latent tokens; this denoiser is "
@@ -202,6 +207,8 @@ class GuidanceHook(ModelHook):
         return G.unpack_tokens(v, *self._grid[1])
 
     def _guided(self, cond, uncond, x_t, t, kwargs) -> torch.Tensor:
+        if x_t.dim() == cond.dim() and x_t.shape[1] > cond.shape[1]:
+            x_t = x_t[:, : cond.shape[1]]  # the latents ahead of conditioning channels (HunyuanVideo-1.5's image)
         sign = self.output_sign
         guided = sign * self._combine(sign * cond.float(), sign * uncond.float(), x_t.float(), t, kwargs)
         self.update_norms.append((guided - cond.float()).flatten(1).norm(dim=1).mean().detach())
@@ -212,7 +219,9 @@ class GuidanceHook(ModelHook):
         if isinstance(m, FrequencyAwareCFG):
             c, u = self._spatial(cond, kwargs), self._spatial(uncond, kwargs)
             out = G.frequency_aware_cfg(c, u, m.scale_low, m.scale_high, m.cutoff)
-            return G.pack_tokens(out) if cond.dim() == 3 else out
+            if cond.dim() == 3:  # back to the tokens they came as
+                return out.flatten(2).transpose(1, 2) if out.dim() == 5 else G.pack_tokens(out)
+            return out
         ns = self._noise_schedule()
         a, s = ns.alpha_sigma(self._scheduler_time(t, cond.shape[0], x_t.device))
         pt = ns.prediction_type
@@ -233,7 +242,13 @@ class GuidanceHook(ModelHook):
         return t.float() / self.timestep_scale
 
     def report(self) -> dict:
-        clips = torch.cat(self.clips).float().cpu() if self.clips else None
-        return {"mean_update_norm": float(torch.stack(self.update_norms).cpu().mean()) if self.update_norms else 0.0,
-                "clip_rate": float(clips.mean()) if clips is not None and len(clips) else 0.0,
-                "guided_calls": len(self.update_norms)}
+        return merge_reports([self])
+
+
+def merge_reports(hooks: list[GuidanceHook]) -> dict:
+    """What the guidance hooks of one pipeline did in its last call (one hook per denoiser the pipeline calls)."""
+    norms = [n for h in hooks for n in h.update_norms]
+    clips = torch.cat([c for h in hooks for c in h.clips]).float().cpu() if any(h.clips for h in hooks) else None
+    return {"mean_update_norm": float(torch.stack(norms).cpu().mean()) if norms else 0.0,
+            "clip_rate": float(clips.mean()) if clips is not None and len(clips) else 0.0,
+            "guided_calls": len(norms)}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from .noise_schedule import NoiseSchedule, follow_pipeline
 
 _NAMED: dict[str, Callable] = {}
@@ -78,12 +80,31 @@ def build_solver(cls, pipe, **overrides):
     return build_solver_for(cls, pipe.scheduler, **overrides)
 
 
+# what pipelines read off ``pipe.scheduler.config`` to compute the ``mu`` of their dynamic shift (FLUX, Qwen-Image,
+# LTX: ``calculate_shift``): carried over to the solver that replaces their scheduler
+_SHIFT_KEYS = ("base_image_seq_len", "max_image_seq_len", "base_shift", "max_shift")
+
+
 def build_solver_for(cls, scheduler, **overrides):
-    """``cls`` configured for the noise schedule of ``scheduler`` (a pipeline's own)."""
+    """``cls`` configured for the noise schedule of ``scheduler`` (a pipeline's own). A VP schedule the solver's
+    config cannot express (CogVideoX's ``snr_shift_scale``) is given to it as ``trained_betas`` from the source's
+    ``alphas_cumprod``; the source's dynamic-shift settings stay readable in the solver's config."""
     ns = NoiseSchedule.of(scheduler)
     keys = cls._get_init_keys(cls)
     cfg = {k: v for k, v in ns.solver_config().items() if k in keys}  # the source's own options stay with it
-    return follow_pipeline(cls.from_config(cfg, **overrides), ns)
+    sched = cls.from_config(cfg, **overrides)
+    if not ns.is_flow and not torch.allclose(sched.alphas_cumprod.float(), ns.alphas_cumprod, rtol=1e-5, atol=1e-7):
+        sched = cls.from_config({**cfg, "trained_betas": _betas_of(ns.alphas_cumprod)}, **overrides)
+    source = ns.source.config
+    sched.register_to_config(**{k: source[k] for k in _SHIFT_KEYS if k in source and k not in sched.config})
+    return follow_pipeline(sched, ns)
+
+
+def _betas_of(alphas_cumprod: torch.Tensor) -> list[float]:
+    """The betas whose cumulative product of (1 - beta) is ``alphas_cumprod``."""
+    acp = alphas_cumprod.double()
+    alphas = torch.cat([acp[:1], acp[1:] / acp[:-1]])
+    return (1 - alphas).tolist()
 
 
 def scheduler_for_class(pipe, cls):
