@@ -82,7 +82,7 @@ def cmd_generate(a) -> None:
 
     import accel
 
-    from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional
+    from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional, makes_clips
 
     check_call_args(a)
     parallel = parse_parallel(a)
@@ -97,7 +97,7 @@ def cmd_generate(a) -> None:
     guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
     prompts = a.prompt or (["a photo of a sneaker"] if not is_class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
     try:
-        call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width)
+        call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width, a.num_frames, a.fps)
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size
         raise InputError(str(e)) from None
     if stack is not None:
@@ -115,7 +115,7 @@ def cmd_generate(a) -> None:
 
         method = guidance_from_spec(a.guidance_method) if a.guidance_method else None
         if method is not None and a.guidance is None:
-            call.update(call_kwargs(pipe, prompts, steps, call_scale(method), a.height, a.width))
+            call.update(call_kwargs(pipe, prompts, steps, call_scale(method), a.height, a.width, a.num_frames, a.fps))
         solver = with_guidance(a.solver, call.get("guidance_scale", guidance)) if a.solver else None
         if stack is None:
             accel.apply(pipe, cache=cache, solver=solver, guidance=method)
@@ -124,6 +124,8 @@ def cmd_generate(a) -> None:
     out = Path(a.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    if makes_clips(pipe):
+        call.setdefault("output_type", "pt")  # the clips as one tensor, written below
     try:
         result = pipe(generator=torch.Generator().manual_seed(a.seed), **call)
     except FloatingPointError as e:  # a solver that refuses to hand back non-finite latents
@@ -134,10 +136,27 @@ def cmd_generate(a) -> None:
         raise InputError(f"--context-parallel {parallel}: {uneven_split(parallel, e)}") from None
     if rank > 0:  # every rank made the same images: rank 0 writes them
         return
-    for i, img in enumerate(result.images):
-        img.save(out / f"{i:03d}.png")
     print(accel.stats(pipe))  # under context parallelism: no collective, the MACs were counted in the call
-    print(f"{len(result.images)} images -> {out}")
+    print(_write_outputs(pipe, result, out, a.fps))
+
+
+def _write_outputs(pipe, result, out: Path, fps: int | None) -> str:
+    """Write a call's images as PNGs, or a video pipeline's clips as video files and a contact sheet; what was
+    written, as one line."""
+    from .pipelines.calls import frame_rate, makes_clips, output_tensor
+
+    if not makes_clips(pipe):
+        for i, img in enumerate(result.images):
+            img.save(out / f"{i:03d}.png")
+        return f"{len(result.images)} images -> {out}"
+    from .clips import write_clips
+
+    clips = output_tensor(result)
+    w = write_clips(clips, out, frame_rate(pipe, fps))
+    n, f, _, h, wd = clips.shape
+    hint = " (GIF: pip install 'accel[video]' for mp4)" if w.format == "gif" else ""
+    return (f"{n} clips of {f} frames, {wd}x{h}, {w.fps} fps -> {', '.join(str(p) for p in w.files)}{hint}; "
+            f"contact sheet {w.sheet}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("info", help="versions, supported families, reference pipelines")
     s.set_defaults(fn=cmd_info)
 
-    s = sub.add_parser("generate", help="generate images with an (accelerated) pipeline")
+    s = sub.add_parser("generate", help="generate images (or a video pipeline's clips) with an (accelerated) pipeline")
     s.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="reference name or local pipeline folder")
     s.add_argument("--prompt", action="append", help="a prompt (repeatable); a class name on class-conditional "
                                                       "pipelines (DiT)")

@@ -16,14 +16,22 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_call_args(p: argparse.ArgumentParser) -> None:
-    """``--height`` / ``--width`` of the pipeline calls a subcommand makes."""
+    """``--height`` / ``--width`` of the pipeline calls a subcommand makes, and on video pipelines ``--num-frames``
+    and ``--fps``."""
     p.add_argument("--height", type=int, help="image height in pixels (default: the pipeline's own)")
     p.add_argument("--width", type=int, help="image width in pixels (default: the pipeline's own)")
+    p.add_argument("--num-frames", type=int, help="video pipelines: frames per clip (default: the pipeline's own; "
+                                                  "refused on image pipelines)")
+    p.add_argument("--fps", type=int, help="video pipelines: frames per second, passed to pipelines conditioned on "
+                                           "it (LTX's frame_rate), else only the rate written clips play at "
+                                           "(default: the pipeline's own, else 16)")
 
 
 def check_call_args(a: argparse.Namespace) -> None:
-    """Bad numbers refused before anything loads: steps, images and sizes below 1, a negative guidance scale."""
-    for name, minimum in (("steps", 1), ("num_images", 1), ("height", 1), ("width", 1), ("batch", 1)):
+    """Bad numbers refused before anything loads: steps, images, sizes, frames and frame rates below 1, a negative
+    guidance scale."""
+    for name, minimum in (("steps", 1), ("num_images", 1), ("height", 1), ("width", 1), ("batch", 1),
+                          ("num_frames", 1), ("fps", 1)):
         value = getattr(a, name, None)
         if value is not None and value < minimum:
             raise InputError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")

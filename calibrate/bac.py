@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import accel
 from accel.api import handle_of
+from accel.pipelines.calls import output_frames
 from accel.pipelines.families import experts_blocks, experts_fingerprint, experts_layout
 
 from .features import ComponentStatistics, FeatureRecorder
@@ -269,7 +270,7 @@ def record_statistics(pipe, calls: list[dict], steps: int, guidance: float, metr
     macs, images = None, []
     try:
         for i, call in enumerate(tqdm(calls, desc="bac: recording")):
-            images.append(_call(pipe, call, steps, guidance, seed + i, kwargs).images.float().cpu())
+            images.append(output_frames(_call(pipe, call, steps, guidance, seed + i, kwargs)).cpu())
             rec.end_call()
             if macs is None:
                 macs = [c.macs for c in accel.stats(pipe).components]
@@ -288,7 +289,7 @@ def calibration_fidelity(pipe, sched: accel.CacheSchedule, calls: list[dict], st
     kwargs = dict(getattr(pipe, "accel_defaults", {}), output_type="pt", **(call_kwargs or {}))
     accel.apply(pipe, cache=sched)
     try:
-        imgs = torch.cat([_call(pipe, call, steps, guidance, seed + i, kwargs).images.float().cpu()
+        imgs = torch.cat([output_frames(_call(pipe, call, steps, guidance, seed + i, kwargs)).cpu()
                           for i, call in enumerate(tqdm(calls, desc="bac: checking"))])
     finally:
         accel.remove(pipe)

@@ -59,11 +59,13 @@ def read_prompts(a: argparse.Namespace, pipe=None, n: int | None = None) -> list
 
 
 def size_args(a: argparse.Namespace, pipe) -> dict:
-    """``--height`` / ``--width`` as call arguments of ``pipe`` (a clear error where it has a fixed size)."""
+    """``--height`` / ``--width`` (and ``--num-frames`` / ``--fps`` of video pipelines) as call arguments of ``pipe``
+    (a clear error where it has a fixed size, or makes images and was given frames)."""
     from accel.errors import InputError
     from accel.pipelines.calls import size_kwargs
 
     try:
-        return size_kwargs(pipe, getattr(a, "height", None), getattr(a, "width", None))
+        return size_kwargs(pipe, getattr(a, "height", None), getattr(a, "width", None),
+                           getattr(a, "num_frames", None), getattr(a, "fps", None))
     except ValueError as e:
         raise InputError(str(e)) from None

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from accel.dist import gather, rank_world
 
 import accel
+from accel.pipelines.calls import output_frames
 from accel.pipelines.families import experts_fingerprint, experts_layout
 
 if TYPE_CHECKING:
@@ -199,9 +200,9 @@ class ScheduleEvaluator:
     def _generate(self) -> torch.Tensor:
         out = []
         for i, call in enumerate(self.calls):
-            out.append(self.pipe(num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.call_guidance(),
-                                 generator=torch.Generator().manual_seed(self.cfg.seed + i), **self.kwargs,
-                                 **call).images.float())
+            out.append(output_frames(self.pipe(num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.call_guidance(),
+                                               generator=torch.Generator().manual_seed(self.cfg.seed + i),
+                                               **self.kwargs, **call)))
         return torch.cat(out)
 
     @staticmethod

@@ -159,7 +159,7 @@ class Runner:
         """Images and the median denoising seconds per image over the batches after the first (its one-time costs
         are not the stack's speed; with one batch, that one)."""
         from accel.bench.driver import denoise_timer
-        from accel.pipelines.calls import condition
+        from accel.pipelines.calls import condition, output_frames
 
         cfg = self.cfg
         call = {**self.kwargs, "num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance}
@@ -174,8 +174,8 @@ class Runner:
                 for i, b in enumerate(range(0, len(self.prompts), cfg.batch)):
                     chunk = self.prompts[b: b + cfg.batch]
                     timer.start()
-                    out = self.pipe(generator=torch.Generator().manual_seed(cfg.seed + i),
-                                    **{**call, **condition(self.pipe, chunk, call["guidance_scale"])}).images
+                    out = output_frames(self.pipe(generator=torch.Generator().manual_seed(cfg.seed + i),
+                                                  **{**call, **condition(self.pipe, chunk, call["guidance_scale"])}))
                     per.append(timer.seconds / len(chunk))
                     images.append(out.float().cpu())
         finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_common import warmup_reuse
+from .cli_common import size_args, warmup_reuse
 from .registry import CalibrationMethod, register
 
 
@@ -18,12 +18,12 @@ def _run(a: argparse.Namespace) -> None:
     from accel.devices import load_from_args
     from accel.errors import InputError
 
-
     try:
         steps = [int(i) for i in a.compute_steps.split(",")] if a.compute_steps else None
     except ValueError:
         raise InputError(f"--compute-steps takes comma-separated step indices, got {a.compute_steps!r}") from None
     pipe = load_from_args(a)
+    size_args(a, pipe)  # no call is made, but --num-frames on an image pipeline is refused all the same
     warmup, reuse = warmup_reuse(a)
     try:
         if steps is not None:

@@ -8,6 +8,9 @@ their call arguments.
   an undistilled one gets true CFG as well (``true_cfg_scale`` with an empty negative prompt: two
   denoiser calls a step).
 - ``height`` / ``width``, when given, are passed as the pipeline's own arguments (DiT has a fixed size).
+- Video pipelines (their call takes ``num_frames``: Wan, HunyuanVideo, LTX, CogVideoX, ...) make clips:
+  ``num_frames`` is passed as it is, and a frame rate goes to the pipeline where it takes one (LTX's
+  ``frame_rate``, SVD's ``fps``); elsewhere it only says how fast the written files play (``frame_rate``).
 
 Example:
     >>> from accel.pipelines.calls import call_kwargs  # doctest: +SKIP
@@ -79,23 +82,41 @@ def default_prompts(pipe, n: int, seed: int = 0, calibration: bool = False) -> l
 
 
 def call_kwargs(pipe, prompts: list[str], steps: int | None = None, guidance: float | None = None,
-                height: int | None = None, width: int | None = None, **extra) -> dict:
+                height: int | None = None, width: int | None = None, num_frames: int | None = None,
+                fps: int | None = None, **extra) -> dict:
     """Everything a call of ``pipe`` on ``prompts`` needs: the pipeline's ``accel_defaults``, conditioning,
-    steps, guidance and size (``None`` leaves the pipeline's own default); ``extra`` wins over all."""
+    steps, guidance, size and (video pipelines) frames and frame rate (``None`` leaves the pipeline's own default);
+    ``extra`` wins over all."""
     kw = dict(getattr(pipe, "accel_defaults", {}))
     if steps is not None:
         kw["num_inference_steps"] = steps
     if guidance is not None:
         kw["guidance_scale"] = guidance
     kw.update(condition(pipe, prompts, kw.get("guidance_scale")))
-    kw.update(size_kwargs(pipe, height, width))
+    kw.update(size_kwargs(pipe, height, width, num_frames, fps))
     kw.update(extra)
     return kw
 
 
-def size_kwargs(pipe, height: int | None, width: int | None) -> dict:
-    """``height`` / ``width`` for the pipeline's call, or a clear error where it has a fixed size (DiT)."""
-    params = inspect.signature(type(pipe).__call__).parameters
+FPS_PARAMS = ("frame_rate", "fps")  # what video pipelines that are conditioned on it call the frame rate (LTX, SVD)
+DEFAULT_FPS = 16  # the rate clips are written at when neither the user nor the pipeline says (Wan's)
+
+
+def _params(pipe) -> dict:
+    return inspect.signature(type(pipe).__call__).parameters
+
+
+def makes_clips(pipe) -> bool:
+    """A video pipeline: its call takes ``num_frames`` and returns ``frames`` (Wan, HunyuanVideo, LTX, CogVideoX)."""
+    return "num_frames" in _params(pipe)
+
+
+def size_kwargs(pipe, height: int | None, width: int | None, num_frames: int | None = None,
+                fps: int | None = None) -> dict:
+    """``height`` / ``width`` (and on video pipelines ``num_frames`` and the frame rate, where the call takes one)
+    for the pipeline's call, or a clear error where it has a fixed size (DiT) or makes images (``--num-frames``,
+    ``--fps``)."""
+    params = _params(pipe)
     out = {}
     for key, value in (("height", height), ("width", width)):
         if value is not None:
@@ -104,4 +125,42 @@ def size_kwargs(pipe, height: int | None, width: int | None) -> dict:
             if value < 1:
                 raise ValueError(f"--{key} must be positive, got {value}")
             out[key] = value
+    for flag, value in (("--num-frames", num_frames), ("--fps", fps)):
+        if value is None:
+            continue
+        if not makes_clips(pipe):
+            raise ValueError(f"{type(pipe).__name__} makes images, not clips: {flag} is for video pipelines")
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if num_frames is not None:
+        out["num_frames"] = num_frames
+    rate = next((k for k in FPS_PARAMS if k in params), None)
+    if fps is not None and rate is not None:
+        out[rate] = fps
     return out
+
+
+def frame_rate(pipe, fps: int | None = None) -> int:
+    """The frame rate clips of ``pipe`` play at: ``fps`` as given, else the pipeline's own default where its call
+    takes one (LTX: 25), else ``DEFAULT_FPS``."""
+    if fps is not None:
+        return fps
+    params = _params(pipe)
+    default = next((params[k].default for k in FPS_PARAMS if k in params), None)
+    return default if isinstance(default, (int, float)) and default > 0 else DEFAULT_FPS
+
+
+def output_tensor(result) -> "torch.Tensor":
+    """A pipeline call's output (``output_type="pt"``) as one float tensor: images (N, C, H, W), or the clips of a
+    video pipeline (N, F, C, H, W)."""
+    import torch
+
+    out = result.frames if hasattr(result, "frames") else result.images
+    return (torch.stack(list(out)) if isinstance(out, (list, tuple)) else torch.as_tensor(out)).float()
+
+
+def output_frames(result) -> "torch.Tensor":
+    """A pipeline call's output as images (N, C, H, W): a video pipeline's clips become their frames, one after the
+    other (what per-image measures such as PSNR, SSIM and Frechet distances read)."""
+    x = output_tensor(result)
+    return x.flatten(0, 1) if x.dim() == 5 else x

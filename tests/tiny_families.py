@@ -539,13 +539,15 @@ def ltx_inputs(batch: int = 1, steps: int = 6, guidance: float = 3.0, seed: int 
 
 
 # ---------------------------------------------------------------------------------------------------- CogVideoX
-def cogvideox_transformer(seed: int = 0, size: int = 32, frames: int = 9) -> CogVideoXTransformer3DModel:
-    """CogVideoX-2b shape (sincos positions, no rotary embedding, 2x2 patches); ``sample_*`` sized for the inputs."""
+def cogvideox_transformer(seed: int = 0, size: int = 32, frames: int = 9,
+                          text_len: int = COGVIDEOX_TEXT_LEN) -> CogVideoXTransformer3DModel:
+    """CogVideoX-2b shape (sincos positions, no rotary embedding, 2x2 patches); ``sample_*`` sized for the inputs,
+    ``text_len`` the text tokens it takes (the pipeline's ``max_sequence_length``: 226 when it encodes prompts)."""
     torch.manual_seed(seed)
     return CogVideoXTransformer3DModel(
         num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=16,
         text_embed_dim=COGVIDEOX_TEXT_DIM, num_layers=2, sample_width=size // 8, sample_height=size // 8,
-        sample_frames=frames, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=COGVIDEOX_TEXT_LEN,
+        sample_frames=frames, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=text_len,
     ).eval()
 
 

@@ -11,6 +11,7 @@ WORDS = ("a photo of the sneaker bag dress coat shirt trouser sandal boot pullov
          "cat dog house tree on with and").split()
 DIT_LABELS = ("sneaker", "bag", "dress", "coat", "shirt", "trouser", "sandal", "ankle boot", "pullover", "tabby cat, cat")
 FAMILIES = ("flux", "sd3", "sdxl", "sd", "dit", "pixart-sigma", "flux2", "qwen-image", "z-image", "chroma")
+VIDEO_FAMILIES = ("wan", "wan22", "ltx", "cogvideox")  # text-to-video pipelines: they make clips
 
 
 def clip_tokenizer(folder: Path, max_length: int = 16):
@@ -48,6 +49,15 @@ def t5_encoder(d_model: int):
     cfg = T5Config(vocab_size=len(WORDS) + 3, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     return T5EncoderModel(cfg).eval()
+
+
+def umt5_encoder(d_model: int):
+    """Wan's text encoder class (UMT5EncoderModel), tiny, over ``t5_tokenizer``'s vocabulary."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    cfg = UMT5Config(vocab_size=len(WORDS) + 3, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
+                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return UMT5EncoderModel(cfg).eval()
 
 
 # --- byte-level BPE tokenizers (Qwen, Mistral) trained offline on a few sentences -------------------------------
@@ -241,7 +251,31 @@ def build(family: str, tmp: Path, seed: int = 0):
         return tfam.ZImagePipeline(scheduler=tfam.z_image_scheduler(), vae=tfam.z_image_vae(seed),
                                    text_encoder=qwen3_encoder(tok, tfam.Z_IMAGE_TEXT_DIM), tokenizer=tok,
                                    transformer=tfam.z_image_transformer(seed))
+    if family in VIDEO_FAMILIES:
+        return build_video(family, seed)
     raise ValueError(family)
+
+
+def build_video(family: str, seed: int = 0):
+    """A text-to-video pipeline of ``family`` (``VIDEO_FAMILIES``): the tiny transformer, VAE and scheduler of
+    ``tiny_families`` with a T5-style tokenizer and a tiny T5 (Wan: UMT5) text encoder. Wan and Wan 2.2 (two experts)
+    make clips of 4k + 1 frames at multiples of 16 px, LTX 8k + 1 frames at multiples of 32 px, CogVideoX 4k + 1
+    frames at multiples of 16 px (its transformer takes the pipeline's 226 text tokens, as the real one)."""
+    import tiny_families as tfam
+
+    if family in ("wan", "wan22"):
+        experts = dict(transformer=tfam.wan_transformer(seed))
+        if family == "wan22":  # Wan 2.2 A14B: a high-noise and a low-noise expert, switched at t = 875
+            experts.update(transformer_2=tfam.wan_transformer(seed + 1), boundary_ratio=tfam.WAN22_BOUNDARY_RATIO)
+        return tfam.WanPipeline(tokenizer=t5_tokenizer(), text_encoder=umt5_encoder(tfam.WAN_TEXT_DIM),
+                                vae=tfam.wan_vae(seed), scheduler=tfam.wan_scheduler(), **experts)
+    if family == "ltx":
+        return tfam.LTXPipeline(scheduler=tfam.ltx_scheduler(), vae=tfam.ltx_vae(seed),
+                                text_encoder=t5_encoder(tfam.LTX_TEXT_DIM), tokenizer=t5_tokenizer(),
+                                transformer=tfam.ltx_transformer(seed))
+    return tfam.CogVideoXPipeline(tokenizer=t5_tokenizer(), text_encoder=t5_encoder(tfam.COGVIDEOX_TEXT_DIM),
+                                  vae=tfam.cogvideox_vae(seed), scheduler=tfam.cogvideox_scheduler(),
+                                  transformer=tfam.cogvideox_transformer(seed, text_len=226))
 
 
 def save(family: str, root: Path, seed: int = 0) -> Path:
