@@ -57,7 +57,8 @@ def _run(a) -> None:
                       guidance=a.guidance, seed=a.seed, batch=a.batch, out=a.out, fd_effnet=not a.no_effnet,
                       quality_only=a.quality_only, full_size=a.full_size, full_size_repeats=a.full_size_repeats,
                       timing_rounds=a.timing_rounds, max_timing_rounds=a.max_timing_rounds,
-                      timing_spread=a.timing_spread, height=a.height, width=a.width, device=resolve_device(a.device),
+                      timing_spread=a.timing_spread, height=a.height, width=a.width, num_frames=a.num_frames,
+                      fps=a.fps, device=resolve_device(a.device),
                       dtype=a.dtype, metrics=metrics, ref_images=a.ref_images, ref_stats=a.ref_stats, clip=a.clip,
                       command=command_line([*_launcher(parallel is not None), *a.argv]),
                       context_parallel=str(parallel) if parallel is not None else None)
@@ -119,7 +120,7 @@ def add_bench_parser(sub) -> None:
                                      f"chose for it, uniform:2 and diffusers' caches: {PEERS}; elsewhere "
                                      f"{GENERIC}). Kinds: {kinds}".replace("%", "%%"))
     s.add_argument("--prompts", help="a text file, one prompt per line (default: held-out reference prompts)")
-    s.add_argument("--num-images", type=int, default=100)
+    s.add_argument("--num-images", type=int, default=100, help="images, or clips on a video pipeline")
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--guidance", type=float, default=4.5)
     s.add_argument("--seed", type=int, default=0)
@@ -127,8 +128,9 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--no-effnet", action="store_true", help="skip the EfficientNet metrics (fd_effnet, fd_plain, "
                                                              "fd_ref: the slowest)")
     s.add_argument("--metrics", help="comma-separated quality metrics (default: psnr, ssim, fd_plain on any pipeline; "
-                                     "the reference pipelines add fd_domain, fd_effnet, alignment, clipping). Known: "
-                                     "psnr, ssim, lpips, fd_plain, fd_ref, fid, clip, fd_domain, fd_effnet, alignment, clipping")
+                                     "the reference pipelines add fd_domain, fd_effnet, alignment, clipping; clips add "
+                                     "temporal_err). Known: psnr, ssim, lpips, fd_plain, fd_ref, fid, clip, fd_domain, "
+                                     "fd_effnet, alignment, clipping; on clips only: temporal_err, fvd_plain")
     s.add_argument("--ref-images", help="a folder of real images of your domain: fd_ref (EfficientNet-Lite0 "
                                         "features) and fid (Inception weights needed)")
     s.add_argument("--clip", help="a local CLIP model folder (CLIPModel.save_pretrained with its tokenizer): the clip "

@@ -155,8 +155,8 @@ def _write_outputs(pipe, result, out: Path, fps: int | None) -> str:
     w = write_clips(clips, out, frame_rate(pipe, fps))
     n, f, _, h, wd = clips.shape
     hint = " (GIF: pip install 'accel[video]' for mp4)" if w.format == "gif" else ""
-    return (f"{n} clips of {f} frames, {wd}x{h}, {w.fps} fps -> {', '.join(str(p) for p in w.files)}{hint}; "
-            f"contact sheet {w.sheet}")
+    files = ", ".join(str(p) for p in w.files)
+    return f"{n} clip{'s' * (n > 1)} of {f} frames, {wd}x{h}, {w.fps} fps -> {files}{hint}; contact sheet {w.sheet}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ..pipelines.calls import call_kwargs, condition, default_prompts, is_class_conditional, repeat_to
+from ..pipelines.calls import (call_kwargs, condition, default_prompts, frame_rate, is_class_conditional, makes_clips,
+                               output_tensor, repeat_to, size_kwargs)
 from ..pipelines.data import eval_prompts, label_of_caption
 from .metrics import MetricInputs, METRICS, check_metrics, compute, default_metrics
 from ..timing import Span, clock as machine_clock, device_of
@@ -92,10 +93,16 @@ class BenchConfig:
     score_all_prompts: bool = False  # score every one of ``prompts`` (no row calibrates: nothing is split off)
     height: int | None = None  # image size of every call (None: the pipeline's own)
     width: int | None = None
+    num_frames: int | None = None  # video pipelines: frames per clip (None: the pipeline's own)
+    fps: int | None = None  # video pipelines: the frame rate, where the pipeline is conditioned on it (LTX)
     device: str = "cpu"  # where the pipeline (and the full-size one) runs
     dtype: str = "float32"  # the pipeline's weights: float32, float16 or bfloat16
     context_parallel: str | None = None  # diffusers' context parallelism over the launched processes ("ulysses:2")
     extra: dict = field(default_factory=dict)
+
+    def size(self) -> dict:
+        """The size arguments of every call (``accel.pipelines.calls.call_kwargs`` / ``size_kwargs``)."""
+        return {"height": self.height, "width": self.width, "num_frames": self.num_frames, "fps": self.fps}
 
 
 def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
@@ -104,14 +111,15 @@ def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
     defaults = getattr(pipe, "accel_defaults", {})
     # the scale the call runs at, known before conditioning: an undistilled FLUX's true CFG follows it
     scale = row.call_kwargs.get("guidance_scale", defaults.get("guidance_scale", cfg.guidance))
-    kw = call_kwargs(pipe, prompts, defaults.get("num_inference_steps", cfg.steps), scale, cfg.height, cfg.width)
+    kw = call_kwargs(pipe, prompts, defaults.get("num_inference_steps", cfg.steps), scale, **cfg.size())
     kw.update(row.call_kwargs)
     return kw
 
 
 def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar, rank: int = 0,
               world: int = 1, clock: Callable[[], float] | None = None) -> tuple[torch.Tensor, list, list]:
-    """Images of every prompt (batch i seeded with seed + i); with several processes each generates
+    """Images (a video pipeline's clips) of every prompt (batch i seeded with seed + i); with several processes each
+    generates
     the batches i = rank (mod world) and all get every image, so the numbers equal one process's. Whole calls are
     timed on ``clock`` (None: ``accel.timing.clock``), the denoising loop by ``timer``."""
     now = clock or machine_clock
@@ -124,8 +132,8 @@ def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _Deno
             row.before_call(pipe)
             timer.start()
             t = now()
-            out = pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
-                       **_call_args(pipe, row, cfg, chunk)).images
+            out = output_tensor(pipe(output_type="pt", generator=torch.Generator().manual_seed(cfg.seed + i),
+                                     **_call_args(pipe, row, cfg, chunk)))
         except Exception as e:  # noqa: BLE001 - shared below, so every process drops the row together
             if world == 1:
                 raise
@@ -212,8 +220,9 @@ def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> lis
     pipe.set_progress_bar_config(disable=True)
     reference = getattr(pipe, "accel_reference", None) is not None
     ref_stats, ref_images = _reference_data(cfg)
-    names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet, cfg.clip is not None)
-    check_metrics(names, reference, ref_stats is not None)
+    clips = makes_clips(pipe)
+    names = cfg.metrics or default_metrics(reference, ref_stats is not None, cfg.fd_effnet, cfg.clip is not None, clips)
+    check_metrics(names, reference, ref_stats is not None, clips)
     if cfg.prompts:
         scored, cfg.calibration_prompts = (list(cfg.prompts), None) if cfg.score_all_prompts else \
             split_prompts(cfg.prompts)
@@ -225,6 +234,7 @@ def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> lis
     else:
         prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
     condition(pipe, prompts[:1] + prompts[-1:])  # a prompt a class-conditional pipeline lacks: refused before any row
+    size_kwargs(pipe, **cfg.size())  # and a size it cannot take (frames on an image pipeline)
     dist = torch.distributed
     launched = dist.get_world_size() if dist.is_available() and dist.is_initialized() else \
         int(os.environ.get("WORLD_SIZE", "1"))
@@ -265,8 +275,8 @@ def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> lis
                 row.detach(pipe)
                 _restore_order(den, order)
             if rank == 0:
-                inputs = MetricInputs(imgs, all_images.get("plain", imgs), row.name == "plain", labels, ref_stats,
-                                      ref_images, prompts, cfg.clip)
+                inputs = MetricInputs.of(imgs, all_images.get("plain", imgs), row.name == "plain", labels, prompts,
+                                         ref_stats=ref_stats, ref_images=ref_images, clip=cfg.clip)
                 result = _row_result(row, inputs, names, e2e, dn, macs)
         except Exception as e:  # noqa: BLE001 - a row that cannot run here is recorded with its reason
             if row.name == "plain":
@@ -285,6 +295,8 @@ def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> lis
         if rank > 0:
             continue  # metrics and outputs are rank 0's
         all_images[row.name] = imgs
+        if clips and row.name == "plain":
+            meta["clips"] = clip_shape(imgs, frame_rate(pipe, cfg.fps))
         results.append(result)
         _write_partial(out_dir, meta, results)  # a later failure or kill loses nothing measured
     bar.close()
@@ -380,11 +392,17 @@ def _meta(cfg: BenchConfig, prompts: list[str], world: int, skipped: list[dict],
     return {"pipeline": cfg.pipeline, "num_images": len(prompts), "steps": cfg.steps, "guidance": cfg.guidance,
             "seed": cfg.seed, "batch": cfg.batch, "threads": torch.get_num_threads(), "processes": world,
             "skipped": skipped, "device": _device_name(cfg.device), "dtype": cfg.dtype,
-            "height": cfg.height, "width": cfg.width, "command": cfg.command or command_line(sys.argv),
+            "height": cfg.height, "width": cfg.width, "num_frames": cfg.num_frames, "fps": cfg.fps,
+            "command": cfg.command or command_line(sys.argv),
             "metrics": list(names), "calibration_prompts": cfg.calibration_prompts,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "torch": torch.__version__, "diffusers": diffusers.__version__,
                         "transformers": transformers.__version__}}
+
+
+def clip_shape(clips: torch.Tensor, fps: int) -> dict:
+    """The shape of a run's clips (N, F, C, H, W) as results.json records it."""
+    return {"frames": clips.shape[1], "height": clips.shape[-2], "width": clips.shape[-1], "fps": fps}
 
 
 def _write_partial(out_dir: Path, meta: dict, results: list[dict]) -> None:
@@ -562,12 +580,15 @@ def _device_name(device: str) -> str:
 def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
     device = meta.get("device", "cpu")
     where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
-    head = (f"{meta['pipeline']}, {meta['num_images']} images, {meta['steps']} steps, guidance {meta['guidance']}, "
+    clips, unit = meta.get("clips"), "clip" if meta.get("clips") else "img"
+    what = (f"{meta['num_images']} clips of {clips['frames']} frames, {clips['width']}x{clips['height']} at "
+            f"{clips['fps']} fps" if clips else f"{meta['num_images']} images")
+    head = (f"{meta['pipeline']}, {what}, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {where}\n\n")
     metric_names = meta.get("metrics") or ["fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping"]
-    names = ["method"] + [METRICS[n].header for n in metric_names] + ["GMACs/img"]
+    names = ["method"] + [METRICS[n].header for n in metric_names] + [f"GMACs/{unit}"]
     if not quality_only:
-        names += ["denoise s/img", "speed-up (denoise)", "e2e s/img", "speed-up (e2e)"]
+        names += [f"denoise s/{unit}", "speed-up (denoise)", f"e2e s/{unit}", "speed-up (e2e)"]
     cols = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"
     for r in results:
         cells = [r["label"] + (" (peer)" if r["peer"] else "")]
@@ -580,6 +601,9 @@ def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> 
                        f" (unsteady: {min(rounds):.2f}-{max(rounds):.2f}x over {len(rounds)} rounds)")
             cells += [f"{r['latency_denoise']:.4f}", sp, f"{r['latency_e2e']:.4f}", f"{r['speedup_e2e']:.2f}x"]
         cols += "| " + " | ".join(cells) + " |\n"
+    if clips:
+        cols += ("\nOn clips psnr, ssim and LPIPS are means over frames, Frechet distances on frame features over "
+                 "all frames; temporal_err and fvd_plain measure whole clips.\n")
     errors = {n: e for r in results for n, e in (r.get("metric_errors") or {}).items()}
     for n, e in errors.items():
         cols += f"\n`{n}` not computed: {e}\n"

@@ -15,6 +15,16 @@ Against the user's data:
 The reference pipelines only (Fashion-MNIST): ``fd_domain`` and ``fd_effnet`` (Frechet distances to the
 Fashion-MNIST test set on the domain classifier's and EfficientNet's features), ``alignment`` (the domain
 classifier recognises the prompted class), ``clipping`` (saturated pixels).
+
+On clips (video pipelines) the image measures read every frame as an image: ``psnr``, ``ssim`` and ``lpips`` are
+means over frames against the plain clip's frame, ``fd_plain`` / ``fd_ref`` / ``fid`` Frechet distances over all
+frames of all clips, ``clip`` the mean over frames. Two measure whole clips, and only clips:
+- ``temporal_err``: the error of the motion, sum (d - d_plain)^2 / sum d_plain^2 over the frame-to-frame
+  differences d = clip[t + 1] - clip[t] (``accel.metrics.clips``): 0 is the plain clips' motion, 1 as far off as a
+  frozen clip, more is flicker; it catches what per-frame measures miss;
+- ``fvd_plain``: FVD (Frechet distance on Kinetics-400 I3D logits, ``accel.metrics.fvd``) to the plain pipeline's
+  clips, where cd-fvd and its I3D weights are installed (else the table says why).
+The image-only measures (``fd_domain``, ``fd_effnet``, ``alignment``, ``clipping``) are refused on clips.
 """
 from __future__ import annotations
 
@@ -24,13 +34,14 @@ from typing import Callable
 import torch
 
 REFERENCE_ONLY = ("fd_domain", "fd_effnet", "alignment")
+FMNIST = "Fashion-MNIST"
 
 
 @dataclass
 class MetricInputs:
-    """What one row's metrics are computed from."""
+    """What one row's metrics are computed from (``of``: from a row's output, images or clips)."""
 
-    images: torch.Tensor  # the row's images, [0, 1], NCHW
+    images: torch.Tensor  # the row's images, [0, 1], NCHW (on clips: every frame of every clip)
     plain: torch.Tensor  # the plain row's images from the same prompts and seeds
     is_plain: bool
     labels: list  # reference pipelines: the prompted class per image (None where a prompt names none)
@@ -38,14 +49,34 @@ class MetricInputs:
     ref_images: torch.Tensor | None = None
     prompts: list | None = None  # the prompt of each image (CLIP score)
     clip: str | None = None  # a local CLIP model folder
+    clips: torch.Tensor | None = None  # video pipelines: the row's clips, [0, 1], NFCHW
+    plain_clips: torch.Tensor | None = None  # and the plain row's
+
+    @classmethod
+    def of(cls, output: torch.Tensor, plain: torch.Tensor, is_plain: bool, labels: list, prompts: list | None = None,
+           **data) -> "MetricInputs":
+        """The inputs of a row whose output is ``output`` (images NCHW, or clips NFCHW: then ``images`` are their
+        frames, each with its clip's label and prompt) against the plain row's ``plain``."""
+        if output.dim() != 5:
+            return cls(output, plain, is_plain, labels, prompts=prompts, **data)
+        from ..metrics.clips import frames
+
+        per_frame = (lambda xs: None if xs is None else [x for x in xs for _ in range(output.shape[1])])  # noqa: E731
+        return cls(frames(output), frames(plain), is_plain, per_frame(labels), prompts=per_frame(prompts),
+                   clips=output, plain_clips=plain, **data)
 
 
 @dataclass(frozen=True)
 class Metric:
+    """A quality column. ``reads``: ``"any"`` (images, or the frames of clips), ``"clips"`` (whole clips only) or
+    ``"images"`` (single images only; ``why`` says what it measures, the reason it is refused on clips)."""
+
     name: str
     fn: Callable[[MetricInputs], float | None]
     header: str
     fmt: str = "{:.2f}"
+    reads: str = "any"
+    why: str = ""
 
 
 def _psnr(m: MetricInputs) -> float:
@@ -119,10 +150,31 @@ def _clipping(m: MetricInputs) -> float:
     return clipping(m.images)["clipped_high"]
 
 
+def _whole_clips(m: MetricInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    if m.clips is None:
+        raise ValueError("this metric measures clips, and the row made images")
+    return m.clips, m.plain_clips
+
+
+def _temporal_err(m: MetricInputs) -> float:
+    from ..metrics import temporal_err
+
+    clips, plain = _whole_clips(m)
+    return 0.0 if m.is_plain else temporal_err(clips, plain)
+
+
+def _fvd_plain(m: MetricInputs) -> float:
+    from ..metrics import fvd
+
+    clips, plain = _whole_clips(m)
+    return 0.0 if m.is_plain else fvd(clips, plain)  # the same set: distance 0 by definition
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("fd_domain", _fd_domain, "fd_domain"),
-    Metric("fd_effnet", _fd_effnet, "fd_effnet"),
-    Metric("alignment", _alignment, "alignment", "{:.1%}"),
+    Metric("fd_domain", _fd_domain, "fd_domain", reads="images", why=f"compares single images with {FMNIST}'s"),
+    Metric("fd_effnet", _fd_effnet, "fd_effnet", reads="images", why=f"compares single images with {FMNIST}'s"),
+    Metric("alignment", _alignment, "alignment", "{:.1%}", reads="images",
+           why=f"asks a {FMNIST} classifier which class a single image shows"),
     Metric("fd_plain", _fd_plain, "fd_plain"),
     Metric("fd_ref", _fd_ref, "fd_ref"),
     Metric("fid", _fid, "FID"),
@@ -130,28 +182,38 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("psnr", _psnr, "psnr", "{:.1f}"),
     Metric("ssim", _ssim, "ssim", "{:.3f}"),
     Metric("lpips", _lpips, "LPIPS", "{:.3f}"),
-    Metric("clipping", _clipping, "clipping (>=0.995)", "{:.2%}"),
+    Metric("clipping", _clipping, "clipping (>=0.995)", "{:.2%}", reads="images",
+           why="counts the saturated pixels of the reference pipelines' images"),
+    Metric("temporal_err", _temporal_err, "temporal_err", "{:.3f}", reads="clips"),
+    Metric("fvd_plain", _fvd_plain, "fvd_plain", reads="clips"),
 )}
+CLIP_METRICS = ", ".join(n for n, m in METRICS.items() if m.reads != "images")
 
 
-def default_metrics(reference: bool, has_ref: bool, effnet: bool = True, has_clip: bool = False) -> tuple[str, ...]:
+def default_metrics(reference: bool, has_ref: bool, effnet: bool = True, has_clip: bool = False,
+                    clips: bool = False) -> tuple[str, ...]:
     """Reference pipelines: the domain metrics and the generic ones; any other pipeline: the generic ones (and
-    ``fd_ref`` with reference data, ``clip`` with a CLIP folder). ``effnet=False`` leaves out the EfficientNet
-    metrics (the slowest)."""
+    ``fd_ref`` with reference data, ``clip`` with a CLIP folder); clips add ``temporal_err``. ``effnet=False`` leaves
+    out the EfficientNet metrics (the slowest)."""
     names = ["fd_domain", "fd_effnet", "alignment"] if reference else []
     names += ["fd_plain"] + (["fd_ref"] if has_ref else []) + (["clip"] if has_clip else []) + ["psnr", "ssim"]
     names += ["clipping"] if reference else []
+    names += ["temporal_err"] if clips else []
     if not effnet:
         names = [n for n in names if n not in ("fd_effnet", "fd_plain", "fd_ref")]
     return tuple(names)
 
 
-def check_metrics(names: tuple[str, ...], reference: bool, has_ref: bool) -> None:
-    """A clear ``ValueError`` for an unknown metric, a Fashion-MNIST metric on another model, or ``fd_ref``
-    without reference data."""
+def check_metrics(names: tuple[str, ...], reference: bool, has_ref: bool, clips: bool = False) -> None:
+    """A clear ``ValueError`` for an unknown metric, an image-only metric on clips or a clip metric on images, a
+    Fashion-MNIST metric on another model, or ``fd_ref`` without reference data."""
     for n in names:
         if n not in METRICS:
             raise ValueError(f"unknown metric {n!r}; known: {', '.join(METRICS)}")
+        if clips and METRICS[n].reads == "images":
+            raise ValueError(f"{n} {METRICS[n].why} and is not measured on clips; on clips use {CLIP_METRICS}")
+        if not clips and METRICS[n].reads == "clips":
+            raise ValueError(f"{n} measures whole clips and this pipeline makes images")
         if n in REFERENCE_ONLY and not reference:
             raise ValueError(f"{n} measures against Fashion-MNIST and means something only on the reference "
                              "pipelines; on your model use psnr, ssim, fd_plain, or fd_ref with --ref-images / --ref-stats")

@@ -33,9 +33,11 @@ def pareto_png(results: list[dict], path: Path) -> None:
 
 
 def grid_png(images: dict[str, torch.Tensor], path: Path, per_row: int = 10) -> None:
-    """One row per method, the same first ``per_row`` seeds/prompts in each column."""
+    """One row per method, the same first ``per_row`` seeds/prompts in each column; clips (NFCHW): the frames of
+    each method's first clip."""
     from PIL import Image, ImageDraw
 
+    images = {name: x[0] if x.dim() == 5 else x for name, x in images.items()}
     names = list(images)
     h, w = images[names[0]].shape[-2:]
     scale = max(1, 64 // max(h, w))

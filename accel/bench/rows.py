@@ -198,8 +198,7 @@ def _magcache(spec: str, arg: str) -> Row:
             from ..pipelines.calls import call_kwargs
 
             call = call_kwargs(pipe, calibration_set(pipe, cfg, min(cfg.batch, 8)), cfg.steps, cfg.guidance,
-                               cfg.height, cfg.width, generator=torch.Generator().manual_seed(cfg.seed + 999),
-                               output_type="pt")
+                               **cfg.size(), generator=torch.Generator().manual_seed(cfg.seed + 999), output_type="pt")
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             pipe(**call)
@@ -216,6 +215,68 @@ def _magcache(spec: str, arg: str) -> Row:
                           {"kind": "peer", "peer": "diffusers.MagCache", "threshold": thr, "max_skip_steps": 3,
                            "retention_ratio": 0.2, "mag_ratios": "calibrated on 8 calibration prompts"},
                           per_rank_decisions=True)
+
+
+def _timestep_callback(pipe, peer: str) -> Callable[[], float]:
+    """What diffusers' timestep-gated caches (FasterCache, PAB) read: the pipeline's ``current_timestep``."""
+    if not hasattr(type(pipe), "current_timestep"):
+        raise ValueError(f"{peer} skips by the pipeline's current timestep, and {type(pipe).__name__} does not expose "
+                         "one (current_timestep)")
+    return lambda: pipe.current_timestep
+
+
+def _faster_cache_format(pipe, guidance: float) -> str | None:
+    """The latent layout FasterCache approximates the unconditional branch on (``"BCFHW"``, or ``"BFCHW"`` for
+    CogVideoX's frames-first latents), or None where it cannot: its hook splits every denoiser batch into an
+    unconditional and a conditional half, so the pipeline must run CFG (``guidance`` > 1) as one batched call
+    (diffusers' ``"cond_uncond"`` cache context) on unpacked latents."""
+    import inspect
+
+    batched = '"cond_uncond"' in inspect.getsource(type(pipe).__call__)
+    if guidance <= 1 or not batched or hasattr(type(pipe), "_pack_latents"):
+        return None
+    return "BFCHW" if type(pipe.transformer).__name__.startswith("CogVideoX") else "BCFHW"
+
+
+@row_kind("fastercache")
+def _fastercache(spec: str, arg: str) -> Row:
+    """diffusers FasterCache: ``fastercache[:SKIP]``: attention outputs reused, recomputed every SKIP-th step (default
+    2) below t = 681 (its defaults, attention weight 0.5); the unconditional branch approximated from the conditional
+    one where the pipeline batches CFG in one call on unpacked latents (CogVideoX), else attention reuse only."""
+    from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+    from diffusers.hooks import faster_cache as fc
+
+    skip = int(arg or 2)
+    info = {"kind": "peer", "peer": "diffusers.FasterCache", "spatial_attention_block_skip_range": skip}
+
+    def apply(pipe, cfg):
+        fmt = _faster_cache_format(pipe, cfg.guidance)
+        info["unconditional_branch_skipped"] = fmt is not None
+        apply_faster_cache(pipe.transformer, FasterCacheConfig(
+            spatial_attention_block_skip_range=skip, current_timestep_callback=_timestep_callback(pipe, "FasterCache"),
+            attention_weight_callback=lambda _: 0.5, tensor_format=fmt or "BCFHW", is_guidance_distilled=fmt is None))
+
+    return _peer_hook_row(spec, f"diffusers FasterCache every {skip}", apply,
+                          (fc._FASTER_CACHE_DENOISER_HOOK, fc._FASTER_CACHE_BLOCK_HOOK), info)
+
+
+@row_kind("pab")
+def _pab(spec: str, arg: str) -> Row:
+    """diffusers Pyramid Attention Broadcast: ``pab[:SKIP]``: self-attention outputs broadcast, recomputed every
+    SKIP-th step (default 2) while 100 < t < 800 (the setting of diffusers' docs)."""
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+    from diffusers.hooks import pyramid_attention_broadcast as pab
+
+    skip = int(arg or 2)
+
+    def apply(pipe, cfg):
+        apply_pyramid_attention_broadcast(pipe.transformer, PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=skip, spatial_attention_timestep_skip_range=(100, 800),
+            current_timestep_callback=_timestep_callback(pipe, "Pyramid Attention Broadcast")))
+
+    return _peer_hook_row(spec, f"diffusers PAB every {skip}", apply, (pab._PYRAMID_ATTENTION_BROADCAST_HOOK,),
+                          {"kind": "peer", "peer": "diffusers.PyramidAttentionBroadcast",
+                           "spatial_attention_block_skip_range": skip, "spatial_attention_timestep_skip_range": [100, 800]})
 
 
 @row_kind("dbcache")
@@ -281,6 +342,7 @@ def _bac(spec: str, arg: str) -> Row:
     Calibrated on two batches of calibration prompts (disjoint from
     the bench prompts) at the bench's steps, guidance and batch size; calibration time is not part of the latency."""
     from ..calibrate.bac import calibrate_bac, prompt_batches
+    from ..pipelines.calls import size_kwargs
 
     parts = (arg or "2.0").split(":")
     # "m0.5": a MACs-fraction budget instead of a speed-up (no timed latency model: deterministic)
@@ -308,7 +370,8 @@ def _bac(spec: str, arg: str) -> Row:
         prompts = calibration_set(pipe, cfg, 2 * cfg.batch)
         sched = calibrate_bac(pipe, prompt_batches(prompts, cfg.batch, pipe, cfg.guidance), steps=cfg.steps,
                               guidance=cfg.guidance, speedup=target, macs_fraction=macs, top_k=top_k, metric=metric, seed=cfg.seed,
-                              allocation=alloc, warmup=warmup, reuse=reuse, max_gap=max_gap)
+                              allocation=alloc, warmup=warmup, reuse=reuse, max_gap=max_gap,
+                              call_kwargs=size_kwargs(pipe, **cfg.size()))
         info.update(updates_per_component=sched.metadata["updates_per_component"],
                     predicted_speedup=sched.metadata["predicted_speedup"],
                     component_macs_fraction=sched.metadata["component_macs_fraction"])
