@@ -71,7 +71,8 @@ LEGEND = ("Each cell is run by `tests/test_support_matrix.py` on a small pipelin
           "and Z-Image have component layouts of their own; any other transformer whose class declares "
           "`_repeated_blocks` (Chroma, HunyuanImage, Wan, HunyuanVideo, LTX, ...) gets the generic one, each block "
           "caching its residual. `accel generate`, `calibrate` (all six methods) and `bench` run on saved FLUX, "
-          "FLUX.2, Qwen-Image, Z-Image, Chroma, SD3, SDXL and DiT folders (`tests/test_family_cli.py`).")
+          "FLUX.2, Qwen-Image, Z-Image, Chroma, SD3, SDXL and DiT folders (`tests/test_family_cli.py`), and with "
+          "`--num-frames` on saved Wan 2.1, Wan 2.2, LTX-Video and CogVideoX folders (`tests/test_video_cli.py`).")
 
 
 def render() -> str:
