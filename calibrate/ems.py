@@ -255,7 +255,7 @@ def _cli_run(a) -> None:
     from accel.devices import load_from_args
     from accel.errors import InputError
 
-    from accel.pipelines.calls import condition, repeat_to
+    from accel.pipelines.calls import condition, output_tensor, repeat_to
     from accel.pipelines.families import find_denoiser
     from accel.solvers.dpm_solver_v3 import save_ems
 
@@ -286,10 +286,10 @@ def _cli_run(a) -> None:
     if data == "paths":  # the paths start from noise: x0 only gives the shape
         x0 = torch.zeros(len(prompts), *fns[0].latent_shape, device=fns[0].den.device)
     elif data == "samples":
-        x0 = torch.cat([pipe(num_inference_steps=a.sample_steps, guidance_scale=a.guidance, output_type="latent",
-                             generator=torch.Generator().manual_seed(a.seed + i),
-                             **{**getattr(pipe, "accel_defaults", {}), **size},
-                             **condition(pipe, prompts[i : i + a.batch], a.guidance)).images.float()
+        x0 = torch.cat([output_tensor(pipe(num_inference_steps=a.sample_steps, guidance_scale=a.guidance,
+                                           output_type="latent", generator=torch.Generator().manual_seed(a.seed + i),
+                                           **{**getattr(pipe, "accel_defaults", {}), **size},
+                                           **condition(pipe, prompts[i : i + a.batch], a.guidance)))
                         for i in tqdm(starts, desc="ems: samples")])
     chunks = [(fn, x0[i : i + a.batch]) for fn, i in zip(fns, starts)]
     lams, l, s, b = compute_ems_chunked(chunks, pipe.scheduler, a.grid_points, a.seed,

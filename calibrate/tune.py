@@ -655,11 +655,13 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     if rank == 0:
         tqdm.write(f"tune: validating {len(cands)} candidates on {n_valid} images of {len(valid_prompts)} held-out "
                    "prompts")
+    size = dict(call_kwargs or {})  # the size the search ran at (``size_kwargs``: a video pipeline's frames too)
     bench = BenchConfig(pipeline=pipeline, methods=tuple(methods), prompts=valid_prompts,
                         num_images=n_valid, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
                         batch=cfg.batch, out=str(out / "validation"), fd_effnet=False, metrics=metrics,
-                        score_all_prompts=True, device=device, dtype=dtype,
-                        height=(call_kwargs or {}).get("height"), width=(call_kwargs or {}).get("width"))
+                        score_all_prompts=True, device=device, dtype=dtype, height=size.get("height"),
+                        width=size.get("width"), num_frames=size.get("num_frames"),
+                        fps=size.get("frame_rate", size.get("fps")))
     bench_rows = run_bench(bench, clock)
     budget.save()
     if rank > 0:
