@@ -136,6 +136,20 @@ def test_frames_are_refused_on_image_pipelines_and_image_metrics_on_clips(folder
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (argv, err)
 
 
+def test_frame_arguments_go_where_the_pipeline_takes_them():
+    from diffusers import LTXPipeline, PixArtAlphaPipeline, WanPipeline
+
+    from accel.pipelines.calls import frame_rate, makes_clips, size_kwargs
+
+    ltx, wan, pixart = (object.__new__(c) for c in (LTXPipeline, WanPipeline, PixArtAlphaPipeline))  # their calls
+    assert size_kwargs(ltx, 32, 32, 9, 8) == {"height": 32, "width": 32, "num_frames": 9, "frame_rate": 8}
+    assert size_kwargs(wan, None, None, 5, 8) == {"num_frames": 5}  # Wan is not conditioned on a frame rate
+    assert frame_rate(ltx) == 25 and frame_rate(wan) == 16 and frame_rate(wan, 8) == 8
+    assert makes_clips(wan) and not makes_clips(pixart)
+    with pytest.raises(ValueError, match="PixArtAlphaPipeline makes images, not clips: --num-frames"):
+        size_kwargs(pixart, None, None, 5)
+
+
 # --- the clip metrics against direct computations --------------------------------------------------------------
 def _clips(seed: int, n: int = 3, f: int = 4, c: int = 3, size: int = 16) -> torch.Tensor:
     return torch.rand(n, f, c, size, size, generator=torch.Generator().manual_seed(seed))

@@ -580,10 +580,10 @@ def _device_name(device: str) -> str:
 def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
     device = meta.get("device", "cpu")
     where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
+    from .page import subject
+
     clips, unit = meta.get("clips"), "clip" if meta.get("clips") else "img"
-    what = (f"{meta['num_images']} clips of {clips['frames']} frames, {clips['width']}x{clips['height']} at "
-            f"{clips['fps']} fps" if clips else f"{meta['num_images']} images")
-    head = (f"{meta['pipeline']}, {what}, {meta['steps']} steps, guidance {meta['guidance']}, "
+    head = (f"{meta['pipeline']}, {subject(meta)}, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {where}\n\n")
     metric_names = meta.get("metrics") or ["fd_domain", "fd_effnet", "alignment", "psnr", "ssim", "clipping"]
     names = ["method"] + [METRICS[n].header for n in metric_names] + [f"GMACs/{unit}"]

@@ -30,6 +30,16 @@ def machine_line(meta: dict) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def subject(meta: dict) -> str:
+    """What a run generated, from its results.json config: ``"100 images"`` or ``"2 clips of 5 frames, 32x32 at
+    16 fps"``."""
+    clips = meta.get("clips")
+    if not clips:
+        return f"{meta.get('num_images')} images"
+    return (f"{meta.get('num_images')} clips of {clips['frames']} frames, {clips['width']}x{clips['height']} at "
+            f"{clips['fps']} fps")
+
+
 def write_page(path: str | Path, table_md: str, meta: dict, out_dir: str | Path, title: str | None = None,
                date: datetime.date | None = None) -> Path:
     """Write a results page at ``path`` from a finished run in ``out_dir`` (its table, config and plots)."""
@@ -38,7 +48,7 @@ def write_page(path: str | Path, table_md: str, meta: dict, out_dir: str | Path,
     title = title or f"{path.stem.replace('-', ' ').replace('_', ' ').capitalize()}"
     lines = [f"# {title}", "", f"Written by `accel bench` on {(date or datetime.date.today()).isoformat()}.", "",
              f"- Command: `{meta.get('command', '')}`", f"- Machine: {machine_line(meta)}",
-             f"- Pipeline {meta.get('pipeline')}, {meta.get('num_images')} images, {meta.get('steps')} steps, "
+             f"- Pipeline {meta.get('pipeline')}, {subject(meta)}, {meta.get('steps')} steps, "
              f"guidance {meta.get('guidance')}, seed {meta.get('seed')}, {meta.get('dtype')}", "",
              table_md.strip(), ""]
     for kind in ("pareto", "grid"):
