@@ -10,7 +10,7 @@ their call arguments.
 - ``height`` / ``width``, when given, are passed as the pipeline's own arguments (DiT has a fixed size).
 - Video pipelines (their call takes ``num_frames``: Wan, HunyuanVideo, LTX, CogVideoX, ...) make clips:
   ``num_frames`` is passed as it is, and a frame rate goes to the pipeline where it takes one (LTX's
-  ``frame_rate``, SVD's ``fps``); elsewhere it only says how fast the written files play (``frame_rate``).
+  ``frame_rate``, SVD's ``fps``); elsewhere it only says how fast the written files play (``frame_rate(pipe, fps)``).
 
 Example:
     >>> from accel.pipelines.calls import call_kwargs  # doctest: +SKIP

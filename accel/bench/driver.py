@@ -119,9 +119,8 @@ def _call_args(pipe, row: Row, cfg: BenchConfig, prompts: list[str]) -> dict:
 def _generate(pipe, row: Row, cfg: BenchConfig, prompts: list[str], timer: _DenoiseTimer, bar, rank: int = 0,
               world: int = 1, clock: Callable[[], float] | None = None) -> tuple[torch.Tensor, list, list]:
     """Images (a video pipeline's clips) of every prompt (batch i seeded with seed + i); with several processes each
-    generates
-    the batches i = rank (mod world) and all get every image, so the numbers equal one process's. Whole calls are
-    timed on ``clock`` (None: ``accel.timing.clock``), the denoising loop by ``timer``."""
+    generates the batches i = rank (mod world) and all get every image, so the numbers equal one process's. Whole
+    calls are timed on ``clock`` (None: ``accel.timing.clock``), the denoising loop by ``timer``."""
     now = clock or machine_clock
     mine = []
     for i, b in enumerate(range(0, len(prompts), cfg.batch)):
@@ -578,10 +577,10 @@ def _device_name(device: str) -> str:
 
 
 def to_markdown(results: list[dict], meta: dict, quality_only: bool = False) -> str:
-    device = meta.get("device", "cpu")
-    where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
     from .page import subject
 
+    device = meta.get("device", "cpu")
+    where = f"{meta['threads']} CPU threads" if device == "cpu" else f"{device}, {meta.get('dtype', 'float32')}"
     clips, unit = meta.get("clips"), "clip" if meta.get("clips") else "img"
     head = (f"{meta['pipeline']}, {subject(meta)}, {meta['steps']} steps, guidance {meta['guidance']}, "
             f"batch {meta['batch']}, {where}\n\n")
