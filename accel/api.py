@@ -370,7 +370,8 @@ def _install_attention(handle: AccelHandle, backend: str) -> None:
             procs.append(proc)
             handle.cleanups.append(lambda m=mod, o=old: m.set_processor(o))
     if not procs:
-        found = sorted({type(m.processor).__name__ for m in handle.denoiser.modules() if isinstance(m, Attention)})
+        found = sorted({type(m.processor).__name__ for den in handle.experts for m in den.modules()
+                        if hasattr(m, "set_processor") and getattr(m, "processor", None) is not None})
         joint = any("Joint" in n or "Flux" in n or "Double" in n or "SingleStream" in n or "Qwen" in n or "Chroma" in n
                     or "HunyuanImage" in n for n in found)
         kind = "joint text-image attention" if joint else "an attention of its own"
