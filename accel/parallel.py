@@ -153,6 +153,19 @@ def split_is_outside(denoiser: torch.nn.Module, hook_name: str) -> bool:
     return INPUT_HOOK in order and hook_name in order and order.index(INPUT_HOOK) > order.index(hook_name)
 
 
+def inner_input_splits(module: torch.nn.Module, hook) -> list:
+    """diffusers' context-parallel input splits registered on ``module`` before ``hook``, in the order they run
+    inside it (a plan that splits at a block, as Wan's splits at ``blocks.0``): what the block really receives."""
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is None:
+        return []
+    order = registry._hook_order
+    mine = next((name for name, h in registry.hooks.items() if h is hook), None)
+    if mine is None:
+        return []
+    return [registry.hooks[n] for n in reversed(order[: order.index(mine)]) if n.startswith(INPUT_HOOK)]
+
+
 def describe(config) -> str:
     """``ulysses:2`` for a diffusers ``ContextParallelConfig``."""
     ring, ulysses = config.ring_degree or 1, config.ulysses_degree or 1

@@ -63,7 +63,7 @@ def run(a: argparse.Namespace) -> None:
     from .calibrate.cli_common import read_prompts, size_args
     from .calibrate.tune import TuneConfig, tune
     from .pipelines.calls import is_class_conditional
-    from .pipelines.data import tune_prompts
+    from .pipelines.prompt_sets import prompt_set
     from .cli_args import check_call_args
     from .devices import load_from_args, resolve_device
     from .errors import InputError
@@ -85,8 +85,8 @@ def run(a: argparse.Namespace) -> None:
         raise InputError("--learned-steps and --cache-searches must be >= 0, --num-prompts >= 2")
     pipe = load_from_args(a)
     pipe.set_progress_bar_config(disable=True)
-    if a.prompts is None and getattr(pipe, "accel_reference", None) is not None and not is_class_conditional(pipe):
-        prompts = tune_prompts(a.num_prompts, seed=a.seed + 1)  # captions the model was not trained on
+    if a.prompts is None and (ps := prompt_set(pipe)) is not None and not is_class_conditional(pipe):
+        prompts = ps.tune(a.num_prompts, a.seed + 1)  # captions the model was not trained on
     else:
         prompts = read_prompts(a, pipe)
     try:

@@ -44,6 +44,7 @@ from accel.dist import gather, rank_world
 
 import accel
 from accel.pipelines.calls import output_frames
+from accel.pipelines.prompt_sets import is_image_reference
 from accel.pipelines.families import experts_fingerprint, experts_layout
 
 if TYPE_CHECKING:
@@ -536,7 +537,7 @@ def _cli_run(a) -> None:
     pipe.set_progress_bar_config(disable=True)
     prompts = read_prompts(a, pipe)
     size = size_args(a, pipe)
-    reference = getattr(pipe, "accel_reference", None) is not None
+    reference = is_image_reference(pipe)  # the Fashion-MNIST image measures apply (not on clips)
     quality = a.quality or ("fd_domain+fidelity" if reference else "fidelity+fd_plain")
     if not reference and any(t in quality for t in ("fd_domain", "alignment")):
         raise InputError(f"--quality {quality}: fd_domain and alignment measure against Fashion-MNIST and mean "

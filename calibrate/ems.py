@@ -223,15 +223,34 @@ def reduce_ems_file(src: str | Path, dst: str | Path, reduce: str = "channel") -
 
 
 def reference_data_latents(pipe, n: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """Real Fashion-MNIST training images through the pipeline's VAE, and captions of their classes."""
+    """Real Fashion-MNIST training images (the video reference: training clips, every motion in turn) through the
+    pipeline's VAE, normalised as the pipeline normalises latents, and captions of their classes (and motions)."""
     from accel.pipelines.data import TRAIN_TEMPLATES, caption, load_fashion_mnist
+    from accel.pipelines.reference import is_video_reference
 
     x, y = load_fashion_mnist("train")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=g)[:n]
+    if is_video_reference(getattr(pipe, "accel_reference", None)):
+        return _reference_clip_latents(pipe, x[idx], y[idx])
     with torch.no_grad():
         lat = pipe.vae.encode(x[idx].to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean * pipe.vae.config.scaling_factor
     prompts = [caption(int(c), TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)]) for i, c in enumerate(y[idx])]
+    return lat.float(), prompts
+
+
+@torch.no_grad()
+def _reference_clip_latents(pipe, items: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    from accel.pipelines.motion import MOTIONS, TRAIN_TEMPLATES, clip_caption, make_clips
+
+    vae = pipe.vae
+    motions = torch.arange(len(items)) % len(MOTIONS)
+    clips = make_clips(items, motions).transpose(1, 2).to(vae.device, vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(vae.device, vae.dtype)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(vae.device, vae.dtype)
+    lat = torch.cat([(vae.encode(clips[i : i + 100]).latent_dist.mean - mean) / std for i in range(0, len(clips), 100)])
+    prompts = [clip_caption(int(c), int(m), TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)], i % 2)
+               for i, (c, m) in enumerate(zip(labels, motions))]
     return lat.float(), prompts
 
 

@@ -10,7 +10,11 @@ makes them). ``t`` is the scheduler's timestep; the denoiser's own time (FLUX: t
 captured step to the time the pipeline passed. The ``mu`` a pipeline passes to its scheduler (FLUX's dynamic
 shift) is captured too (``timestep_kwargs``). A denoiser that takes a list of per-sample latents with a frame
 axis (Z-Image: [C, 1, H, W] each) is served from the scheduler's [B, C, H, W]; a family layout's ``output_sign`` and ``cfg_scale_offset`` (Z-Image:
-the model returns minus the velocity, and its pipeline's scale w is the CFG scale 1 + w) are applied.
+the model returns minus the velocity, and its pipeline's scale w is the CFG scale 1 + w) are applied. A pipeline
+with two experts (Wan 2.2) is followed as it switches: ``transformer`` at scheduler timesteps at or above its
+``boundary_ratio`` * num_train_timesteps, ``transformer_2`` below, both with the captured arguments (the pipeline
+passes its experts the same ones) and the calibration's guidance scale (the pipeline's ``guidance_scale_2``
+defaults to it).
 """
 from __future__ import annotations
 
@@ -78,10 +82,15 @@ class GuidedDenoiser:
 
     def __init__(self, pipe, call: dict, guidance: float, call_kwargs: dict | None = None):
         _, self.den = find_denoiser(pipe)
-        if len(find_experts(pipe)) > 1:
-            raise NotImplementedError("solver calibration captures one denoiser's call and solves with it; this "
-                                      "pipeline switches denoisers mid-call (Wan 2.2's two experts), which it does "
-                                      "not follow yet: use the solvers by name (dpm++, unipc) or calibrate a cache")
+        experts = find_experts(pipe)
+        self.low_noise, self.boundary = None, None
+        if len(experts) > 1:
+            ratio = getattr(getattr(pipe, "config", None), "boundary_ratio", None)
+            if len(experts) > 2 or ratio is None:
+                raise NotImplementedError(f"this pipeline calls {len(experts)} denoisers and says no boundary_ratio "
+                                          "between them, so a calibration cannot tell which one a timestep belongs to")
+            self.low_noise = experts[1][1]
+            self.boundary = float(ratio) * pipe.scheduler.config.num_train_timesteps
         layout = find_layout(self.den)[0] or _NO_LAYOUT
         self.cond_first = layout.cfg_cond_first
         self.sign = layout.output_sign
@@ -150,10 +159,26 @@ class GuidedDenoiser:
                 raise ValueError(f"the captured call's fixed channels are for a batch of {fixed.shape[0]}, not "
                                  f"{x.shape[0]}")
             x = torch.cat([x, fixed.to(x.dtype).expand(x.shape[0], *fixed.shape[1:])], dim=1)
+        if self.low_noise is None:
+            return self._run_on(self.den, x, t, kwargs)
+        high = t >= self.boundary  # the pipeline's own test: the high-noise expert at and above the boundary
+        if bool(high.all()) or not bool(high.any()):
+            return self._run_on(self.den if bool(high.all()) else self.low_noise, x, t, kwargs)
+        parts = []
+        for mask, den in ((high, self.den), (~high, self.low_noise)):
+            sub = {k: v[mask] if isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1] else v
+                   for k, v in kwargs.items()}
+            parts.append((mask, self._run_on(den, x[mask], t[mask], sub)))
+        out = parts[0][1].new_empty((x.shape[0], *parts[0][1].shape[1:]))
+        for mask, part in parts:
+            out[mask] = part
+        return out
+
+    def _run_on(self, den, x: torch.Tensor, t: torch.Tensor, kwargs: dict) -> torch.Tensor:
         a, b = self.time_map
         model_t = t * a + b if b else t * a
         given = list(x.unsqueeze(2).unbind(0)) if self._listed else x
-        out = self._from_model(self.den(**{self._x_name: given, self._t_name: model_t}, **kwargs)[0])
+        out = self._from_model(den(**{self._x_name: given, self._t_name: model_t}, **kwargs)[0])
         out = out if out.shape[1:] == x.shape[1:] else out[:, : x.shape[1]]  # DiT's learned-sigma channels
         return -out if self.sign < 0 else out
 

@@ -520,6 +520,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     ECAD's latency model (the cost its search ranks schedules by) is timed on the machine either way."""
     from accel.bench import BenchConfig, run_bench
     from accel.pipelines.data import label_of_caption
+    from accel.pipelines.prompt_sets import is_image_reference
     from accel.pipelines.families import find_denoiser, fingerprint
 
     rank, world = rank_world()
@@ -542,7 +543,7 @@ def tune(pipe, pipeline: str, prompts: list[str], cfg: TuneConfig, out_dir: str 
     now = clock or time.time
     budget = _Clock(out / "state.json", 60.0 * cfg.budget_minutes, rank, now)
     search_prompts, valid_prompts = split_prompts(prompts, cfg.seed)
-    reference = getattr(pipe, "accel_reference", None) is not None
+    reference = is_image_reference(pipe)  # the Fashion-MNIST image measures apply (not on clips)
     every = [label_of_caption(p) for p in prompts] if reference else [None]
     # prompts that are not all reference captions (both halves): the generic measure
     labels = [label_of_caption(p) for p in search_prompts] if None not in every else None

@@ -76,9 +76,10 @@ def default_prompts(pipe, n: int, seed: int = 0, calibration: bool = False) -> l
             condition(pipe, ["?"])  # the clear error
         rng = random.Random(seed + (1 if calibration else 0))
         return [rng.choice(names) for _ in range(n)]
-    from .data import calibration_prompts, eval_prompts
+    from .prompt_sets import IMAGES, prompt_set
 
-    return calibration_prompts(n, seed=seed) if calibration else eval_prompts(n, seed=seed)[0]
+    prompts = prompt_set(pipe) or IMAGES
+    return prompts.calibration(n, seed) if calibration else prompts.evaluation(n, seed)[0]
 
 
 def call_kwargs(pipe, prompts: list[str], steps: int | None = None, guidance: float | None = None,

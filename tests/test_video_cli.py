@@ -96,6 +96,8 @@ def test_bench_on_clips_keeps_every_row_and_measures_clips(family, folders, tmp_
     md = (out / "results.md").read_text()
     assert f"2 clips of {n} frames, 32x32 at {fps} fps" in md and "GMACs/clip" in md and "temporal_err" in md
     assert (out / "grid.png").exists()
+    if family == "wan22":  # MagCache's per-model step count cannot follow two experts: said, not run
+        assert "two experts" in skipped["magcache:0.1"]
 
 
 def test_calibrate_on_clips_and_the_schedule_serves_generate(folders, tmp_path, capsys):
@@ -111,6 +113,25 @@ def test_calibrate_on_clips_and_the_schedule_serves_generate(folders, tmp_path, 
     assert main(["generate", "--pipeline", pipe, "--num-frames", "5", *SIZE, "--steps", "4",
                  "--cache", str(tmp_path / "bac.json"), "--out", str(tmp_path / "g")]) == 0
     assert "1 clip of 5 frames" in capsys.readouterr().out
+
+
+def test_solver_calibration_follows_both_wan22_experts(folders, tmp_path, capsys):
+    """EMS statistics, DC ratios and learned steps calibrated on a call that switches experts mid-way (each
+    timestep solved with the expert the pipeline would call), and each file drives generate."""
+    paths, prompts = folders
+    pipe = str(paths["wan22"])
+    common = ["--pipeline", pipe, "--prompts", str(prompts), "--num-frames", "5", *SIZE]
+    cal = ["calibrate", *common, "--steps", "4", "--batch", "2", "--guidance", "4.0"]
+    assert main([*cal, "--method", "ems", "--num-samples", "16", "--batch", "16", "--grid-points", "4",
+                 "--out", str(tmp_path / "ems.safetensors")]) == 0
+    assert main([*cal, "--method", "dc", "--nfe", "3", "--guidances", "4.0", "--num-datapoints", "2",
+                 "--gt-steps", "12", "--out", str(tmp_path / "dc.json")]) == 0
+    assert main([*cal, "--method", "steps", "--nfe", "3", "--iters", "2", "--train-batch", "2", "--teacher-steps", "8",
+                 "--out", str(tmp_path / "steps.json")]) == 0
+    for solver in (f"v3:{tmp_path / 'ems.safetensors'}", f"dc:{tmp_path / 'dc.json'}",
+                   f"unipc:steps={tmp_path / 'steps.json'}"):
+        assert main(["generate", "--pipeline", pipe, "--num-frames", "5", *SIZE, "--steps", "3", "--guidance", "4.0", "--solver", solver,
+                     "--out", str(tmp_path / "g")]) == 0, solver
 
 
 def test_frames_are_refused_on_image_pipelines_and_image_metrics_on_clips(folders, tmp_path, capsys):
@@ -210,6 +231,28 @@ def test_fvd_is_a_frechet_distance_on_clip_features_and_says_why_it_cannot_run()
         pytest.skip("the I3D weights are installed here")
 
 
+@pytest.mark.parametrize("spec", ["fbcache:0.2", "taylorseer:2", "pab", "fastercache"])
+def test_peer_rows_hook_both_wan22_experts_and_detach_from_both(spec):
+    """diffusers' caches are per model: on Wan 2.2 the bench gives each expert its own hooks, so the low-noise
+    steps are cached too, and removes them from both."""
+    from types import SimpleNamespace
+
+    from accel.bench.rows import make_row
+    from tiny_families import output, tiny_wan22, wan22_inputs
+
+    pipe = tiny_wan22()
+    plain = output(pipe, **wan22_inputs(steps=6, frames=5))
+    row = make_row(spec)
+    row.attach(pipe, SimpleNamespace(guidance=wan22_inputs()["guidance_scale"], steps=6))
+    hooked = [sum(len(m._diffusers_hook.hooks) for m in den.modules() if hasattr(m, "_diffusers_hook"))
+              for den in (pipe.transformer, pipe.transformer_2)]
+    assert all(n > 0 for n in hooked), hooked
+    row.before_call(pipe)
+    output(pipe, **wan22_inputs(steps=6, frames=5))
+    row.detach(pipe)
+    assert torch.equal(output(pipe, **wan22_inputs(steps=6, frames=5)), plain)
+
+
 def test_metric_choice_on_clips():
     assert default_metrics(False, False, clips=True) == ("fd_plain", "psnr", "ssim", "temporal_err")
     assert "temporal_err" not in default_metrics(False, False)
@@ -218,6 +261,13 @@ def test_metric_choice_on_clips():
         check_metrics(("clipping",), True, False, clips=True)
     with pytest.raises(ValueError, match="measures whole clips"):
         check_metrics(("fvd_plain",), False, False)
+    # the video reference: item, motion and frames against real clips; never on a user's clips nor on images
+    assert default_metrics(True, False, clips=True) == ("fd_frames", "item_acc", "motion_acc", "fd_plain", "psnr",
+                                                        "ssim", "temporal_err")
+    with pytest.raises(ValueError, match="wan-motion"):
+        check_metrics(("motion_acc",), False, False, clips=True)
+    with pytest.raises(ValueError, match="measures whole clips"):
+        check_metrics(("item_acc",), True, False)
 
 
 # --- the clip files ---------------------------------------------------------------------------------------------

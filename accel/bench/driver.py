@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.calls import (call_kwargs, condition, default_prompts, frame_rate, is_class_conditional, makes_clips,
                                output_tensor, repeat_to, size_kwargs)
-from ..pipelines.data import eval_prompts, label_of_caption
+from ..pipelines.prompt_sets import prompt_set
 from .metrics import MetricInputs, METRICS, check_metrics, compute, default_metrics
 from ..timing import Span, clock as machine_clock, device_of
 from ..pipelines.families import find_denoiser
@@ -226,12 +226,12 @@ def run_bench(cfg: BenchConfig, clock: Callable[[], float] | None = None) -> lis
         scored, cfg.calibration_prompts = (list(cfg.prompts), None) if cfg.score_all_prompts else \
             split_prompts(cfg.prompts)
         prompts = repeat_to(scored, cfg.num_images)
-        labels = [label_of_caption(p) if reference else None for p in prompts]
+        labels = [prompt_set(pipe).label(p) if reference else None for p in prompts]
     elif is_class_conditional(pipe) or not reference:
         prompts = default_prompts(pipe, cfg.num_images, seed=cfg.seed)
         labels = [None] * len(prompts)
     else:
-        prompts, labels = eval_prompts(cfg.num_images, seed=cfg.seed)
+        prompts, labels = prompt_set(pipe).evaluation(cfg.num_images, cfg.seed)
     condition(pipe, prompts[:1] + prompts[-1:])  # a prompt a class-conditional pipeline lacks: refused before any row
     size_kwargs(pipe, **cfg.size())  # and a size it cannot take (frames on an image pipeline)
     dist = torch.distributed

@@ -25,6 +25,9 @@ frames of all clips, ``clip`` the mean over frames. Two measure whole clips, and
 - ``fvd_plain``: FVD (Frechet distance on Kinetics-400 I3D logits, ``accel.metrics.fvd``) to the plain pipeline's
   clips, where cd-fvd and its I3D weights are installed (else the table says why).
 The image-only measures (``fd_domain``, ``fd_effnet``, ``alignment``, ``clipping``) are refused on clips.
+The video reference pipeline only (``wan-motion``, ``accel.metrics.motion``): ``fd_frames`` (Frechet distance of all
+frames to real test clips' frames on the clip classifier's features; not FVD), ``item_acc`` (the classifier, averaged
+over a clip's frames, recognises the prompted item) and ``motion_acc`` (the measured motion is the prompted one).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from typing import Callable
 import torch
 
 REFERENCE_ONLY = ("fd_domain", "fd_effnet", "alignment")
+CLIP_REFERENCE_ONLY = ("fd_frames", "item_acc", "motion_acc")
 FMNIST = "Fashion-MNIST"
 
 
@@ -51,6 +55,7 @@ class MetricInputs:
     clip: str | None = None  # a local CLIP model folder
     clips: torch.Tensor | None = None  # video pipelines: the row's clips, [0, 1], NFCHW
     plain_clips: torch.Tensor | None = None  # and the plain row's
+    clip_labels: list | None = None  # the video reference: (item, motion) of each clip (None where a prompt names none)
 
     @classmethod
     def of(cls, output: torch.Tensor, plain: torch.Tensor, is_plain: bool, labels: list, prompts: list | None = None,
@@ -63,7 +68,7 @@ class MetricInputs:
 
         per_frame = (lambda xs: None if xs is None else [x for x in xs for _ in range(output.shape[1])])  # noqa: E731
         return cls(frames(output), frames(plain), is_plain, per_frame(labels), prompts=per_frame(prompts),
-                   clips=output, plain_clips=plain, **data)
+                   clips=output, plain_clips=plain, clip_labels=labels, **data)
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,32 @@ def _fvd_plain(m: MetricInputs) -> float:
     return 0.0 if m.is_plain else fvd(clips, plain)  # the same set: distance 0 by definition
 
 
+def _labelled_clips(m: MetricInputs, part: int) -> tuple[torch.Tensor, list[int]] | None:
+    clips, _ = _whole_clips(m)
+    known = [i for i, label in enumerate(m.clip_labels or []) if label is not None]
+    return (clips[known], [m.clip_labels[i][part] for i in known]) if known else None
+
+
+def _item_acc(m: MetricInputs) -> float | None:
+    from ..metrics.motion import item_accuracy
+
+    got = _labelled_clips(m, 0)
+    return item_accuracy(*got) if got else None
+
+
+def _motion_acc(m: MetricInputs) -> float | None:
+    from ..metrics.motion import motion_accuracy
+
+    got = _labelled_clips(m, 1)
+    return motion_accuracy(*got) if got else None
+
+
+def _fd_frames(m: MetricInputs) -> float:
+    from ..metrics.motion import fd_frames
+
+    return fd_frames(_whole_clips(m)[0])
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fd_domain", _fd_domain, "fd_domain", reads="images", why=f"compares single images with {FMNIST}'s"),
     Metric("fd_effnet", _fd_effnet, "fd_effnet", reads="images", why=f"compares single images with {FMNIST}'s"),
@@ -186,6 +217,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            why="counts the saturated pixels of the reference pipelines' images"),
     Metric("temporal_err", _temporal_err, "temporal_err", "{:.3f}", reads="clips"),
     Metric("fvd_plain", _fvd_plain, "fvd_plain", reads="clips"),
+    Metric("fd_frames", _fd_frames, "fd_frames", reads="clips"),
+    Metric("item_acc", _item_acc, "item_acc", "{:.1%}", reads="clips"),
+    Metric("motion_acc", _motion_acc, "motion_acc", "{:.1%}", reads="clips"),
 )}
 CLIP_METRICS = ", ".join(n for n, m in METRICS.items() if m.reads != "images")
 
@@ -195,9 +229,10 @@ def default_metrics(reference: bool, has_ref: bool, effnet: bool = True, has_cli
     """Reference pipelines: the domain metrics and the generic ones; any other pipeline: the generic ones (and
     ``fd_ref`` with reference data, ``clip`` with a CLIP folder); clips add ``temporal_err``. ``effnet=False`` leaves
     out the EfficientNet metrics (the slowest)."""
-    names = ["fd_domain", "fd_effnet", "alignment"] if reference else []
+    names = (["fd_frames", "item_acc", "motion_acc"] if clips else ["fd_domain", "fd_effnet", "alignment"]) \
+        if reference else []
     names += ["fd_plain"] + (["fd_ref"] if has_ref else []) + (["clip"] if has_clip else []) + ["psnr", "ssim"]
-    names += ["clipping"] if reference else []
+    names += ["clipping"] if reference and not clips else []
     names += ["temporal_err"] if clips else []
     if not effnet:
         names = [n for n in names if n not in ("fd_effnet", "fd_plain", "fd_ref")]
@@ -214,6 +249,9 @@ def check_metrics(names: tuple[str, ...], reference: bool, has_ref: bool, clips:
             raise ValueError(f"{n} {METRICS[n].why} and is not measured on clips; on clips use {CLIP_METRICS}")
         if not clips and METRICS[n].reads == "clips":
             raise ValueError(f"{n} measures whole clips and this pipeline makes images")
+        if n in CLIP_REFERENCE_ONLY and not reference:
+            raise ValueError(f"{n} measures Fashion-MNIST motion clips and means something only on the video "
+                             "reference pipeline wan-motion; on your model use psnr, ssim, fd_plain or temporal_err")
         if n in REFERENCE_ONLY and not reference:
             raise ValueError(f"{n} measures against Fashion-MNIST and means something only on the reference "
                              "pipelines; on your model use psnr, ssim, fd_plain, or fd_ref with --ref-images / --ref-stats")

@@ -93,30 +93,40 @@ def _schedule(spec: str, arg: str) -> Row:
                accel.remove, config={"kind": "schedule", "path": str(path), "method": sched.method})
 
 
-def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object], None], names: tuple[str, ...],
+def transformers(pipe) -> list:
+    """The pipeline's transformers: ``transformer``, and ``transformer_2`` where it has a second expert (Wan 2.2)."""
+    return [t for t in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if t is not None]
+
+
+def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object, object], None], names: tuple[str, ...],
                    config: dict, per_rank_decisions: bool = False) -> Row:
-    """A diffusers cache hook. PixArt/DiT pipelines set no cache context and the hooks keep state across
-    calls, so the bench sets a context and resets the hooks before every call (as a user must)."""
+    """A diffusers cache hook, applied to every transformer of the pipeline (``apply_fn(pipe, cfg, transformer)``;
+    each of Wan 2.2's experts gets its own, as diffusers' ``enable_cache`` would per model). PixArt/DiT pipelines
+    set no cache context and the hooks keep state across calls, so the bench sets a context and resets the hooks
+    before every call (as a user must)."""
     from diffusers.hooks import HookRegistry
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
     def attach(pipe, cfg):
         if not hasattr(pipe, "transformer"):
             raise ValueError(f"{label} hooks transformer blocks; {type(pipe).__name__} denoises with a UNet")
-        apply_fn(pipe, cfg)
-        # the blocks' new registries must be seen by the cache context the pipeline (or before()) sets
-        HookRegistry.check_if_exists_or_initialize(pipe.transformer).invalidate_child_registries_cache()
+        for den in transformers(pipe):
+            apply_fn(pipe, cfg, den)
+            # the blocks' new registries must be seen by the cache context the pipeline (or before()) sets
+            HookRegistry.check_if_exists_or_initialize(den).invalidate_child_registries_cache()
 
     def before(pipe):
-        reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
-        reg.reset_stateful_hooks()
-        _set_cache_context(pipe.transformer, CacheContext("cond"))
+        for den in transformers(pipe):
+            reg = HookRegistry.check_if_exists_or_initialize(den)
+            reg.reset_stateful_hooks()
+            _set_cache_context(den, CacheContext("cond"))
 
     def detach(pipe):
-        reg = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
-        for n in names:
-            reg.remove_hook(n, recurse=True)
-        reg.invalidate_child_registries_cache()
+        for den in transformers(pipe):
+            reg = HookRegistry.check_if_exists_or_initialize(den)
+            for n in names:
+                reg.remove_hook(n, recurse=True)
+            reg.invalidate_child_registries_cache()
 
     return Row(spec, label, attach, detach, before, peer=True, config=config, per_rank_decisions=per_rank_decisions)
 
@@ -130,7 +140,7 @@ def _fbcache(spec: str, arg: str) -> Row:
     thr = float(arg or 0.05)
     names = (fbc._FBC_LEADER_BLOCK_HOOK, fbc._FBC_BLOCK_HOOK)
     return _peer_hook_row(spec, f"diffusers FirstBlockCache {thr}",
-                          lambda pipe, cfg: apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=thr)), names,
+                          lambda pipe, cfg, den: apply_first_block_cache(den, FirstBlockCacheConfig(threshold=thr)), names,
                           {"kind": "peer", "peer": "diffusers.FirstBlockCache", "threshold": thr}, per_rank_decisions=True)
 
 
@@ -142,19 +152,19 @@ def _taylorseer(spec: str, arg: str) -> Row:
 
     interval = int(arg or 5)
 
-    def apply(pipe, cfg):
+    def apply(pipe, cfg, den):
         from ..pipelines.families import find_layout
 
         # TaylorSeer's default identifiers ("^transformer_blocks.*attn", matched with re.fullmatch) hook nothing
         # on PixArt (attn1/attn2): give it the same modules accel caches (whole blocks on a generic layout), so the
         # comparison is fair; a denoiser with no layout keeps TaylorSeer's defaults.
-        layout = find_layout(pipe.transformer)[0]
+        layout = find_layout(den)[0]
         ids = None if layout is None else [rf"{g.path}\.\d+" + (rf"\.{attr}" if attr else "")
                                            for g in layout.groups for _, attr in g.components]
         conf = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=3, max_order=1,
-                                     taylor_factors_dtype=pipe.transformer.dtype,
+                                     taylor_factors_dtype=den.dtype,
                                      **({"cache_identifiers": ids} if ids else {}))
-        apply_taylorseer_cache(pipe.transformer, conf)
+        apply_taylorseer_cache(den, conf)
 
     return _peer_hook_row(spec, f"diffusers TaylorSeer every {interval}", apply, (ts._TAYLORSEER_CACHE_HOOK,),
                           {"kind": "peer", "peer": "diffusers.TaylorSeer", "cache_interval": interval,
@@ -180,7 +190,10 @@ def _magcache(spec: str, arg: str) -> Row:
 
     memo: dict = {}
 
-    def apply(pipe, cfg):
+    def apply(pipe, cfg, den):
+        if len(transformers(pipe)) > 1:
+            raise ValueError("MagCache's ratios and step count belong to one model's calls; with two experts each "
+                             "sees only its own steps, so it does not apply to this pipeline")
         if id(pipe) in memo:  # attached again to this pipeline (interleaved timing rounds): its calibrated ratios
             apply_mag_cache(pipe.transformer, MagCacheConfig(threshold=thr, num_inference_steps=cfg.steps,
                                                              mag_ratios=memo[id(pipe)]))
@@ -249,10 +262,10 @@ def _fastercache(spec: str, arg: str) -> Row:
     skip = int(arg or 2)
     info = {"kind": "peer", "peer": "diffusers.FasterCache", "spatial_attention_block_skip_range": skip}
 
-    def apply(pipe, cfg):
+    def apply(pipe, cfg, den):
         fmt = _faster_cache_format(pipe, cfg.guidance)
         info["unconditional_branch_skipped"] = fmt is not None
-        apply_faster_cache(pipe.transformer, FasterCacheConfig(
+        apply_faster_cache(den, FasterCacheConfig(
             spatial_attention_block_skip_range=skip, current_timestep_callback=_timestep_callback(pipe, "FasterCache"),
             attention_weight_callback=lambda _: 0.5, tensor_format=fmt or "BCFHW", is_guidance_distilled=fmt is None))
 
@@ -269,8 +282,8 @@ def _pab(spec: str, arg: str) -> Row:
 
     skip = int(arg or 2)
 
-    def apply(pipe, cfg):
-        apply_pyramid_attention_broadcast(pipe.transformer, PyramidAttentionBroadcastConfig(
+    def apply(pipe, cfg, den):
+        apply_pyramid_attention_broadcast(den, PyramidAttentionBroadcastConfig(
             spatial_attention_block_skip_range=skip, spatial_attention_timestep_skip_range=(100, 800),
             current_timestep_callback=_timestep_callback(pipe, "Pyramid Attention Broadcast")))
 

@@ -19,6 +19,7 @@ from diffusers.hooks import ModelHook
 
 from ..pipelines.families import BlockIO
 from .state import Refresh, RunState
+from ..parallel import inner_input_splits
 
 STEP_HOOK = "accel.step"
 COMPONENT_HOOK = "accel.cache"
@@ -86,7 +87,12 @@ class ResidualCacheHook(ModelHook):
         self._template = None  # the layout of the block's return value, without its hidden states
 
     def new_forward(self, module, *args, **kwargs):
-        hidden, encoder = self.io.inputs(args, kwargs)
+        # a context-parallel split on this very block runs inside this hook: the residual is taken against the
+        # shard the block receives (and a reuse returns that shard), not against the whole input
+        seen_args, seen_kwargs = args, kwargs
+        for split in inner_input_splits(module, self):
+            seen_args, seen_kwargs = split.pre_forward(module, *seen_args, **dict(seen_kwargs))
+        hidden, encoder = self.io.inputs(seen_args, seen_kwargs)
         cached = self.state.lookup(self.slot, args, kwargs)
         if cached is not None and not isinstance(cached, Refresh) and self._template is not None:
             res_h, res_e = cached

@@ -8,16 +8,20 @@ from __future__ import annotations
 import argparse
 
 STAGES = ("classifier", "vae", "eps", "flow")
+# the video reference wan-motion: its frame classifier, its Wan VAE (and cached latents), its transformer
+VIDEO_STAGES = ("clip-classifier", "video-vae", "wan-motion")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m accel.pipelines.training", description=__doc__)
-    p.add_argument("stages", nargs="*", default=list(STAGES), choices=STAGES)
-    p.add_argument("--steps", type=int, default=6000, help="denoiser training steps (batch 128)")
-    p.add_argument("--vae-steps", type=int, default=700)
+    p.add_argument("stages", nargs="*", default=list(STAGES), choices=STAGES + VIDEO_STAGES,
+                   help="default: the image stages")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoiser training steps (default: 6000 of batch 128; wan-motion: 3000 of batch 64)")
+    p.add_argument("--vae-steps", type=int, default=None, help="default: 700 (vae), 400 (video-vae)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    for stage in STAGES:
+    for stage in STAGES + VIDEO_STAGES:
         if stage not in a.stages:
             continue
         if stage == "classifier":
@@ -27,11 +31,23 @@ def main(argv: list[str] | None = None) -> None:
                 train_classifier(seed=a.seed)
         elif stage == "vae":
             from .vae import cache_latents, train_vae
-            train_vae(steps=a.vae_steps, seed=a.seed)
+            train_vae(steps=a.vae_steps or 700, seed=a.seed)
             cache_latents()
+        elif stage == "clip-classifier":
+            from ..components import WEIGHTS_DIR
+            from .video import CLIP_CLASSIFIER, train_clip_classifier
+            if not (WEIGHTS_DIR / CLIP_CLASSIFIER).exists():
+                train_clip_classifier(seed=a.seed)
+        elif stage == "video-vae":
+            from .video import cache_video_latents, train_video_vae
+            train_video_vae(steps=a.vae_steps or 400, seed=a.seed)
+            cache_video_latents()
+        elif stage == "wan-motion":
+            from .video import train_video_denoiser
+            train_video_denoiser(steps=a.steps or 3000, seed=a.seed)
         else:
             from .denoiser import train_denoiser
-            train_denoiser(stage, steps=a.steps, seed=a.seed)
+            train_denoiser(stage, steps=a.steps or 6000, seed=a.seed)
 
 
 if __name__ == "__main__":
