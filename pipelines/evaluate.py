@@ -25,27 +25,15 @@ SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 @torch.no_grad()
 def generate(pipe, prompts: list[str], steps: int = 20, guidance: float = 4.5, seed: int = 0, batch: int = 50,
              progress: bool = True) -> torch.Tensor:
-    """Images (N, 1, 32, 32) in [0, 1]; batch b uses the generator seed ``seed + b``."""
+    """Images (N, 1, 32, 32) in [0, 1], or a video reference's clips (N, F, 1, 32, 32); batch b uses the generator
+    seed ``seed + b``."""
     pipe.set_progress_bar_config(disable=True)
     out = []
     for i, b in enumerate(tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress)):
         # a one-step pipeline's defaults fix its steps and guidance
         kw = {"num_inference_steps": steps, "guidance_scale": guidance, **pipe.accel_defaults}
-        out.append(pipe(prompts[b : b + batch], output_type="pt", generator=torch.Generator().manual_seed(seed + i),
-                        **kw).images.float())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def generate_clips(pipe, prompts: list[str], steps: int = 20, guidance: float = 4.5, seed: int = 0, batch: int = 50,
-                   progress: bool = True) -> torch.Tensor:
-    """Clips (N, F, 1, 32, 32) in [0, 1] of a video reference; batch b uses the generator seed ``seed + b``."""
-    pipe.set_progress_bar_config(disable=True)
-    out = []
-    for i, b in enumerate(tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress)):
-        kw = {"num_inference_steps": steps, "guidance_scale": guidance, **pipe.accel_defaults}
-        out.append(pipe(prompts[b : b + batch], output_type="pt", generator=torch.Generator().manual_seed(seed + i),
-                        **kw).frames.float())
+        res = pipe(prompts[b : b + batch], output_type="pt", generator=torch.Generator().manual_seed(seed + i), **kw)
+        out.append((res.frames if hasattr(res, "frames") else res.images).float())
     return torch.cat(out)
 
 
@@ -55,7 +43,7 @@ def clip_grid(pipe, path: Path, steps: int = 20, guidance: float = 4.5, seed: in
     from .motion import MOTIONS, TRAIN_TEMPLATES, clip_caption
 
     prompts = [clip_caption(c, c % len(MOTIONS), TRAIN_TEMPLATES[1]) for c in range(len(CLASS_NAMES))]
-    clips = generate_clips(pipe, prompts, steps, guidance, seed, batch=len(prompts), progress=False)[:, :, 0]
+    clips = generate(pipe, prompts, steps, guidance, seed, batch=len(prompts), progress=False)[:, :, 0]
     grid = torch.cat([torch.cat(list(c), 1) for c in clips], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((grid.clamp(0, 1) * 255).round().byte().numpy(), "L").resize(
@@ -85,7 +73,7 @@ def evaluate_clips(name: str, num_clips: int = 500, steps: int = 20, guidance: f
     pipe = load_reference(name)
     prompts, items, motions = clip_prompts(num_clips, seed=seed)
     t = time.perf_counter()
-    clips = generate_clips(pipe, prompts, steps, guidance, seed)
+    clips = generate(pipe, prompts, steps, guidance, seed)
     secs = time.perf_counter() - t
     return {"pipeline": name, "num_clips": num_clips, "steps": steps, "guidance": guidance,
             "item_acc": item_accuracy(clips, items), "motion_acc": motion_accuracy(clips, motions),

@@ -26,10 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..pipelines.components import WEIGHTS_DIR
 from .domain_net import FashionClassifier
+from .features import _to_domain_input
 from .frechet import FeatureStats, frechet_between
 
 CLIP_CLASSIFIER_PATH = WEIGHTS_DIR / "fmnist-clip-classifier.safetensors"
@@ -50,11 +50,7 @@ def clip_classifier() -> FashionClassifier:
 
 
 def _frames(clips: torch.Tensor) -> torch.Tensor:
-    x = clips.float().flatten(0, 1)
-    x = x.mean(1, keepdim=True) if x.shape[1] != 1 else x
-    if x.shape[-2:] != (32, 32):
-        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-    return x * 2 - 1
+    return _to_domain_input(clips.flatten(0, 1))  # the frames, as the classifier takes images
 
 
 @torch.no_grad()

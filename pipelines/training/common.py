@@ -33,6 +33,35 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
 
+def resume(path: Path, model: torch.nn.Module, opt, sched, gen: torch.Generator, ema: "EMA | None" = None) -> int:
+    """Restore a run from its checkpoint at ``path`` (model, optimiser, schedule, data generator, EMA); the step to
+    continue from (0: a new run)."""
+    ck = load_checkpoint(path)
+    if ck is None:
+        return 0
+    model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+    gen.set_state(ck["gen"])
+    if ema is not None:
+        ema.load_state_dict(ck["ema"])
+    return ck["step"]
+
+
+def checkpoint(path: Path, step: int, model: torch.nn.Module, opt, sched, gen: torch.Generator,
+               ema: "EMA | None" = None) -> None:
+    """What ``resume`` restores."""
+    extra = {"ema": ema.state_dict()} if ema is not None else {}
+    save_checkpoint(path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                    gen=gen.get_state(), step=step, **extra)
+
+
+def optimize(loss: torch.Tensor, model: torch.nn.Module, opt, sched, clip: float = 1.0) -> None:
+    """One step: gradients of ``loss``, clipped to norm ``clip``, then the optimiser's and the schedule's step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step(); sched.step()
+
+
 class EMA:
     """Exponential moving average of parameters with the usual warm-up of the decay."""
 

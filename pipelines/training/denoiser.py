@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from ..components import VP_SCHEDULE, WEIGHTS_DIR, encode_text, load_text_encoder, new_transformer
 from ..data import TRAIN_TEMPLATES, train_captions
-from .common import EMA, load_checkpoint, runs_dir, save_checkpoint, seed_all
+from .common import EMA, checkpoint, optimize, resume, runs_dir, seed_all
 
 
 def _caption_table() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,10 +48,7 @@ def train_denoiser(kind: str, steps: int = 6000, batch: int = 128, lr: float = 3
     ema = EMA(model, ema_decay)
     gen = torch.Generator().manual_seed(seed)
     ckpt_path = runs_dir() / f"pixart-{kind}.ckpt"
-    start = 0
-    if (ck := load_checkpoint(ckpt_path)) is not None:
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        ema.load_state_dict(ck["ema"]); gen.set_state(ck["gen"]); start = ck["step"]
+    start = resume(ckpt_path, model, opt, sched, gen, ema)
     acp = _vp_alphas_cumprod()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"pixart-{kind}")
     for step in bar:
@@ -71,14 +68,11 @@ def train_denoiser(kind: str, steps: int = 6000, batch: int = 128, lr: float = 3
         pred = model(xt, encoder_hidden_states=emb[cap], encoder_attention_mask=mask[cap], timestep=timestep,
                      added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
         loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); sched.step(); ema.update(model)
+        optimize(loss, model, opt, sched)
+        ema.update(model)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            ema=ema.state_dict(), gen=gen.get_state(), step=step + 1)
+            checkpoint(ckpt_path, step + 1, model, opt, sched, gen, ema)
     final = new_transformer()
     final.load_state_dict(ema.shadow)
     # stored in fp16 to stay within the size budget of the shipped weights; loaded back as fp32

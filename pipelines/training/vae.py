@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from ..components import WEIGHTS_DIR, new_vae
 from ..data import load_fashion_mnist
-from .common import load_checkpoint, runs_dir, save_checkpoint, seed_all
+from .common import checkpoint, optimize, resume, runs_dir, seed_all
 
 
 def train_vae(steps: int = 700, batch: int = 128, lr: float = 5e-4, seed: int = 0, kl_weight: float = 1e-6) -> None:
@@ -23,10 +23,7 @@ def train_vae(steps: int = 700, batch: int = 128, lr: float = 5e-4, seed: int = 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * torch.pi)).item()))
     ckpt_path = runs_dir() / "vae.ckpt"
     gen = torch.Generator().manual_seed(seed)
-    start = 0
-    if (ck := load_checkpoint(ckpt_path)) is not None:
-        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"]); start = ck["step"]
+    start = resume(ckpt_path, vae, opt, sched, gen)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae")
     for step in bar:
         idx = torch.randint(0, len(x), (batch,), generator=gen)
@@ -36,14 +33,10 @@ def train_vae(steps: int = 700, batch: int = 128, lr: float = 5e-4, seed: int = 
         rec = vae.decode(z).sample
         kl = post.kl().mean()
         loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb) + kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step(); sched.step()
+        optimize(loss, vae, opt, sched)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_path, model=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            gen=gen.get_state(), step=step + 1)
+            checkpoint(ckpt_path, step + 1, vae, opt, sched, gen)
     vae.eval()
     with torch.no_grad():
         means = torch.cat([vae.encode(x[i : i + 1000]).latent_dist.mean for i in range(0, 10000, 1000)])

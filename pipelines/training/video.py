@@ -15,7 +15,8 @@ from ..components import WEIGHTS_DIR, load_text_encoder
 from ..data import load_fashion_mnist
 from ..motion import MOTIONS, captions_per_pair, make_clips, place_frames, train_captions
 from ..video_components import encode_text_wan, new_video_transformer, new_video_vae
-from .common import EMA, load_checkpoint, runs_dir, save_checkpoint, seed_all
+from .classifier import accuracy, fit_classifier
+from .common import EMA, checkpoint, optimize, resume, runs_dir, seed_all
 
 CLIP_CLASSIFIER = "fmnist-clip-classifier.safetensors"
 VIDEO_VAE = "video-vae"
@@ -32,28 +33,16 @@ def train_clip_classifier(epochs: int = 4, batch: int = 128, lr: float = 2e-3, s
     xt, yt = load_fashion_mnist("test")
     gen = torch.Generator().manual_seed(seed)
     xt = place_frames(xt, gen)
-    net = FashionClassifier()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    total = epochs * (len(x) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
-    bar = tqdm(total=total, desc="clip classifier")
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(len(x) // batch):
-            idx = perm[i * batch : (i + 1) * batch]
-            xb = x[idx]
-            flip = torch.rand(len(xb), generator=gen) < 0.5
-            xb = place_frames(torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb), gen)
-            loss = F.cross_entropy(net(xb), y[idx], label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}")
-    net.eval()
-    with torch.no_grad():
-        acc = torch.cat([net(xt[i : i + 1000]).argmax(1) for i in range(0, len(xt), 1000)]).eq(yt).float().mean().item()
+    net = fit_classifier(FashionClassifier(), x, y, _place_flipped, gen, epochs, batch, lr, "clip classifier")
+    acc = accuracy(net, xt, yt)
     print(f"clip classifier: test accuracy on placed frames {acc:.4f}")
     save_file(net.state_dict(), out, metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(epochs), "seed": str(seed)})
     return acc
+
+
+def _place_flipped(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    return place_frames(torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), gen)
 
 
 def _random_clips(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -78,10 +67,7 @@ def train_video_vae(steps: int = 400, batch: int = 16, lr: float = 1e-3, seed: i
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * torch.pi)).item()))
     ckpt_path = runs_dir() / "video-vae.ckpt"
     gen = torch.Generator().manual_seed(seed)
-    start = 0
-    if (ck := load_checkpoint(ckpt_path)) is not None:
-        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"]); start = ck["step"]
+    start = resume(ckpt_path, vae, opt, sched, gen)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="video vae")
     for step in bar:
         xb = _random_clips(x, batch, gen)
@@ -89,14 +75,10 @@ def train_video_vae(steps: int = 400, batch: int = 16, lr: float = 1e-3, seed: i
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
         loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb) + kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step(); sched.step()
+        optimize(loss, vae, opt, sched)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_path, model=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            gen=gen.get_state(), step=step + 1)
+            checkpoint(ckpt_path, step + 1, vae, opt, sched, gen)
     vae.eval()
     with torch.no_grad():
         means = torch.cat([vae.encode(_random_clips(x, 100, gen)).latent_dist.mean for _ in range(20)])
@@ -155,10 +137,7 @@ def train_video_denoiser(steps: int = 3000, batch: int = 64, lr: float = 3e-4, s
     ema = EMA(model, ema_decay)
     gen = torch.Generator().manual_seed(seed)
     ckpt_path = runs_dir() / f"{VIDEO_DENOISER}.ckpt"
-    start = 0
-    if (ck := load_checkpoint(ckpt_path)) is not None:
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        ema.load_state_dict(ck["ema"]); gen.set_state(ck["gen"]); start = ck["step"]
+    start = resume(ckpt_path, model, opt, sched, gen, ema)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=VIDEO_DENOISER)
     for step in bar:
         idx = torch.randint(0, len(mean), (batch,), generator=gen)
@@ -172,14 +151,11 @@ def train_video_denoiser(steps: int = 3000, batch: int = 64, lr: float = 3e-4, s
         xt, target = (1 - sv) * z0 + sv * noise, noise - z0
         pred = model(xt, timestep=s * 1000, encoder_hidden_states=emb[cap]).sample
         loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); sched.step(); ema.update(model)
+        optimize(loss, model, opt, sched)
+        ema.update(model)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            ema=ema.state_dict(), gen=gen.get_state(), step=step + 1)
+            checkpoint(ckpt_path, step + 1, model, opt, sched, gen, ema)
     final = new_video_transformer()
     final.load_state_dict(ema.shadow)
     final.to(torch.float16).save_pretrained(out)  # fp16 within the size budget; loaded back as fp32
