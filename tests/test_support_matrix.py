@@ -72,7 +72,11 @@ LEGEND = ("Each cell is run by `tests/test_support_matrix.py` on a small pipelin
           "`_repeated_blocks` (Chroma, HunyuanImage, Wan, HunyuanVideo, LTX, ...) gets the generic one, each block "
           "caching its residual. `accel generate`, `calibrate` (all six methods) and `bench` run on saved FLUX, "
           "FLUX.2, Qwen-Image, Z-Image, Chroma, SD3, SDXL and DiT folders (`tests/test_family_cli.py`), and with "
-          "`--num-frames` on saved Wan 2.1, Wan 2.2, LTX-Video and CogVideoX folders (`tests/test_video_cli.py`).")
+          "`--num-frames` on saved Wan 2.1, Wan 2.2, LTX-Video and CogVideoX folders (`tests/test_video_cli.py`). On "
+          "Wan 2.2 a schedule, BAC / ECAD, `accel.stats`, solver calibration (EMS, DC, learned steps) and the bench's "
+          "diffusers peers follow both experts (MagCache, whose step count is per model, is refused with that "
+          "reason). Wan composes with diffusers' context parallelism, as FLUX does "
+          "([docs/parallel.md](docs/parallel.md)).")
 
 
 def render() -> str:
