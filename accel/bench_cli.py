@@ -130,7 +130,8 @@ def add_bench_parser(sub) -> None:
     s.add_argument("--metrics", help="comma-separated quality metrics (default: psnr, ssim, fd_plain on any pipeline; "
                                      "the reference pipelines add fd_domain, fd_effnet, alignment, clipping; clips add "
                                      "temporal_err). Known: psnr, ssim, lpips, fd_plain, fd_ref, fid, clip, fd_domain, "
-                                     "fd_effnet, alignment, clipping; on clips only: temporal_err, fvd_plain")
+                                     "fd_effnet, alignment, clipping; on clips only: temporal_err, fvd_plain, and on the video "
+                                     "reference wan-motion fd_frames, item_acc, motion_acc (its defaults)")
     s.add_argument("--ref-images", help="a folder of real images of your domain: fd_ref (EfficientNet-Lite0 "
                                         "features) and fid (Inception weights needed)")
     s.add_argument("--clip", help="a local CLIP model folder (CLIPModel.save_pretrained with its tokenizer): the clip "

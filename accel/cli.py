@@ -83,6 +83,7 @@ def cmd_generate(a) -> None:
     import accel
 
     from .pipelines.calls import call_kwargs, default_prompts, is_class_conditional, makes_clips
+    from .pipelines.prompt_sets import CLIPS, prompt_set
 
     check_call_args(a)
     parallel = parse_parallel(a)
@@ -95,7 +96,8 @@ def cmd_generate(a) -> None:
         defaults = {**defaults, **stack.call_defaults()}
     steps = a.steps if a.steps is not None else defaults.get("num_inference_steps", 20)
     guidance = a.guidance if a.guidance is not None else defaults.get("guidance_scale", 4.5)
-    prompts = a.prompt or (["a photo of a sneaker"] if not is_class_conditional(pipe) else default_prompts(pipe, 1, a.seed))
+    prompts = a.prompt or (default_prompts(pipe, 1, a.seed) if is_class_conditional(pipe) or prompt_set(pipe) is CLIPS
+                           else ["a photo of a sneaker"])
     try:
         call = call_kwargs(pipe, prompts, steps, guidance, a.height, a.width, a.num_frames, a.fps)
     except ValueError as e:  # a prompt that is no class name of a class-conditional pipeline, a fixed size

@@ -33,6 +33,7 @@ def run(a) -> None:
     from .devices import load_from_args
     from .errors import InputError
     from .distill import DistillConfig, PairConfig, make_pairs, train_student
+    from .pipelines.calls import makes_clips
     from .pipelines.training.common import runs_dir
 
     from .distill.train import require_flow
@@ -44,6 +45,9 @@ def run(a) -> None:
         solver_from_name(pipe, a.solver)
     except (ValueError, FileNotFoundError) as e:
         raise InputError(str(e)) from None
+    if makes_clips(pipe):
+        raise InputError(f"accel distill trains one-step students of image pipelines (PixArt, DiT, SD3, FLUX); "
+                         f"{type(pipe).__name__} makes clips")
     if a.prompts:
         if not Path(a.prompts).exists():
             raise InputError(f"prompt file {a.prompts!r} not found")

@@ -67,7 +67,8 @@ class ContextParallel:
 
 def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     """Join the process group ``torchrun`` / ``accelerate launch`` prepared and call diffusers'
-    ``enable_parallelism`` on the pipeline's denoiser with ``spec``; a clear ``ValueError`` when it cannot run.
+    ``enable_parallelism`` with ``spec`` on the pipeline's denoiser (on each of Wan 2.2's experts); a clear
+    ``ValueError`` when it cannot run.
 
     The process group's backend is NCCL on CUDA and gloo on CPU. Call it before ``accel.apply`` (or apply again
     after it): accel's hooks must sit outside diffusers' split to see whole inputs.
@@ -75,23 +76,24 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     from diffusers import ContextParallelConfig
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
-    from .pipelines.families import find_denoiser
+    from .pipelines.families import find_experts
 
-    # every check before anything changes (the process group, the model)
+    # every check before anything changes (the process group, the models)
     if not torch.distributed.is_initialized():
         check_launch(spec)
-    _, den = find_denoiser(pipe)
-    if getattr(den, "_parallel_config", None) is not None:
-        raise ValueError(f"parallelism is already enabled on this {type(den).__name__}")
-    if getattr(den, "_cp_plan", None) is None:
-        raise ValueError(f"diffusers ships no context-parallel plan for {type(den).__name__} (it has plans for "
-                         "FLUX, Wan, LTX, QwenImage and a few others): call "
-                         "denoiser.enable_parallelism(config=..., cp_plan=YOUR_PLAN) yourself")
+    experts = [m for _, m in find_experts(pipe)]
+    for den in experts:
+        if getattr(den, "_parallel_config", None) is not None:
+            raise ValueError(f"parallelism is already enabled on this {type(den).__name__}")
+        if getattr(den, "_cp_plan", None) is None:
+            raise ValueError(f"diffusers ships no context-parallel plan for {type(den).__name__} (it has plans for "
+                             "FLUX, Wan, LTX, QwenImage and a few others): call "
+                             "denoiser.enable_parallelism(config=..., cp_plan=YOUR_PLAN) yourself")
     if torch.accelerator.device_count() < 1:
         # diffusers places rank r on accelerator r % device_count
         raise ValueError("diffusers' context parallelism places each rank on an accelerator (CUDA, XPU, ...) "
                          "and this machine has none")
-    backends = _attention_backends(den)
+    backends = set().union(*(_attention_backends(den) for den in experts))
     unsupported = sorted(b for b in backends
                          if not _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(b)))
     if unsupported:
@@ -109,12 +111,12 @@ def enable_context_parallel(pipe, spec: ContextParallel) -> None:
     world = torch.distributed.get_world_size()
     if world != spec.degree:
         raise ValueError(f"context parallelism {spec} over {world} processes: launch {spec.degree}")
-    config = ContextParallelConfig(**{f"{spec.kind}_degree": spec.degree})
-    try:
-        den.enable_parallelism(config=config)
-    except (ValueError, RuntimeError, NotImplementedError, AssertionError) as e:
-        den._parallel_config = None  # diffusers records the config before some of its checks
-        raise ValueError(f"diffusers' enable_parallelism({spec}) refused this model: {e}") from None
+    for den in experts:
+        try:
+            den.enable_parallelism(config=ContextParallelConfig(**{f"{spec.kind}_degree": spec.degree}))
+        except (ValueError, RuntimeError, NotImplementedError, AssertionError) as e:
+            den._parallel_config = None  # diffusers records the config before some of its checks
+            raise ValueError(f"diffusers' enable_parallelism({spec}) refused this model: {e}") from None
 
 
 def check_launch(spec: ContextParallel) -> None:

@@ -249,7 +249,7 @@ def _reference_clip_latents(pipe, items: torch.Tensor, labels: torch.Tensor) -> 
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(vae.device, vae.dtype)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(vae.device, vae.dtype)
     lat = torch.cat([(vae.encode(clips[i : i + 100]).latent_dist.mean - mean) / std for i in range(0, len(clips), 100)])
-    prompts = [clip_caption(int(c), int(m), TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)], i % 2)
+    prompts = [clip_caption(int(c), int(m), TRAIN_TEMPLATES[i % len(TRAIN_TEMPLATES)], (i // len(TRAIN_TEMPLATES)) % 2)
                for i, (c, m) in enumerate(zip(labels, motions))]
     return lat.float(), prompts
 

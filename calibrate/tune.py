@@ -12,7 +12,7 @@ prompts and seeds, with the measured denoising time (not MACs) as the speed obje
    before the search (each repeated with new noises as far as the budget allows), with interleaved timing; the validated Pareto set is written, and the chosen config is the
    fastest inside the quality bound (``max_quality_loss``) or the best quality at a speed-up (``target_speedup``).
 
-Quality is measured as the pipeline's kind allows: on the reference pipelines ``fd_domain`` relative to the plain
+Quality is measured as the pipeline's kind allows: on the image reference pipelines ``fd_domain`` relative to the plain
 pipeline's and ``alignment`` points lost (the bound: ``fd_domain`` at most ``max_quality_loss`` above, alignment at most
 ``max_alignment_drop`` points below); on any other model 1 - SSIM to the plain pipeline's images.
 

@@ -2,7 +2,7 @@
 
 A clip is one Fashion-MNIST item, scaled from 28x28 to 24x24, on a black 32x32 canvas for ``NUM_FRAMES`` frames,
 either still (centred) or moving one pixel a frame across the whole free space: left, right, up or down. Captions
-name the item and the motion ("a sneaker sliding to the left", "a coat, still"). Clips are float tensors in
+name the item and the motion ("a sneaker sliding to the left", "a clip of a coat standing still"). Clips are float tensors in
 [-1, 1], shape (N, F, 1, 32, 32) (frames second, as ``pipe(..., output_type="pt").frames`` returns them).
 
 Example:
@@ -60,13 +60,12 @@ def captions_per_pair() -> int:
 
 
 def clip_prompts(n: int, seed: int = 0, templates: tuple[str, ...] = EVAL_TEMPLATES) -> tuple[list[str], list[int], list[int]]:
-    """``n`` prompts with their item labels and motions: every (item, motion) pair in turn, templates and phrasings
-    drawn with ``seed``."""
+    """``n`` prompts with their item labels and motions: every 10 prompts have every item once and every motion
+    twice, every 50 every (item, motion) pair once; templates and phrasings drawn with ``seed``."""
     rng = np.random.default_rng(seed)
-    pairs = [(c, m) for m in range(len(MOTIONS)) for c in range(len(CLASS_NAMES))]
     labels, motions, prompts = [], [], []
     for i in range(n):
-        c, m = pairs[i % len(pairs)]
+        c, m = i % len(CLASS_NAMES), (i + i // len(CLASS_NAMES)) % len(MOTIONS)
         prompts.append(clip_caption(c, m, templates[rng.integers(len(templates))], int(rng.integers(2))))
         labels.append(c); motions.append(m)
     return prompts, labels, motions

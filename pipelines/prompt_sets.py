@@ -8,7 +8,7 @@ Example:
     >>> from accel.pipelines.prompt_sets import CLIPS
     >>> prompts, labels = CLIPS.evaluation(2, 0)
     >>> labels
-    [(0, 0), (1, 0)]
+    [(0, 0), (1, 1)]
 """
 from __future__ import annotations
 

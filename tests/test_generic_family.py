@@ -156,6 +156,22 @@ def test_the_calibration_model_function_is_the_pipelines_own_guided_denoiser(nam
             assert _mse(fn(x, t), pred) < 1e-10 * max(1.0, float(pred.pow(2).mean()))
 
 
+def test_a_batch_straddling_wan22s_boundary_runs_each_sample_on_its_own_expert():
+    """Per-sample times on both sides of the boundary (as a calibration batch may hold): each sample gets what the
+    batch gives at its time alone (which expert that is: the test above, against the pipeline's own calls)."""
+    pipe, inputs = _pipe("wan22")
+    kw = inputs(batch=2, steps=4, guidance=3.0, guidance_2=3.0)
+    call = {k: v for k, v in kw.items() if "embeds" in k}
+    fn = GuidedDenoiser(pipe, call, 3.0, {k: kw[k] for k in ("height", "width", "num_frames")})
+    x = torch.randn(2, *fn.latent_shape, generator=torch.Generator().manual_seed(5))
+    boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
+    t = torch.tensor([boundary + 50.0, boundary - 300.0])
+    with torch.no_grad():
+        both = fn(x, t)
+        high, low = fn(x, t[0].expand(2)), fn(x, t[1].expand(2))
+    assert torch.allclose(both[0], high[0], atol=1e-5) and torch.allclose(both[1], low[1], atol=1e-5)
+
+
 def test_a_call_without_cfg_warns_and_one_with_it_is_guided():
     pipe, inputs = _pipe("z-image")
     plain = output(pipe, **inputs(steps=4, guidance=4.0))

@@ -221,13 +221,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("item_acc", _item_acc, "item_acc", "{:.1%}", reads="clips"),
     Metric("motion_acc", _motion_acc, "motion_acc", "{:.1%}", reads="clips"),
 )}
-CLIP_METRICS = ", ".join(n for n, m in METRICS.items() if m.reads != "images")
+CLIP_METRICS = ", ".join(n for n, m in METRICS.items() if m.reads != "images" and n not in CLIP_REFERENCE_ONLY)
 
 
 def default_metrics(reference: bool, has_ref: bool, effnet: bool = True, has_clip: bool = False,
                     clips: bool = False) -> tuple[str, ...]:
-    """Reference pipelines: the domain metrics and the generic ones; any other pipeline: the generic ones (and
-    ``fd_ref`` with reference data, ``clip`` with a CLIP folder); clips add ``temporal_err``. ``effnet=False`` leaves
+    """Reference pipelines: the domain metrics (the video reference's on clips: fd_frames, item_acc, motion_acc) and
+    the generic ones; any other pipeline: the generic ones (and ``fd_ref`` with reference data, ``clip`` with a CLIP
+    folder); clips add ``temporal_err``. ``effnet=False`` leaves
     out the EfficientNet metrics (the slowest)."""
     names = (["fd_frames", "item_acc", "motion_acc"] if clips else ["fd_domain", "fd_effnet", "alignment"]) \
         if reference else []

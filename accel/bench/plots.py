@@ -12,7 +12,7 @@ def pareto_png(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = next((k for k in ("fd_domain", "fd_plain", "fd_ref", "ssim") if results and results[0].get(k) is not None),
+    key = next((k for k in ("fd_domain", "fd_frames", "fd_plain", "fd_ref", "ssim") if results and results[0].get(k) is not None),
                None)
     if key is None:  # no quality measure to plot against speed
         return

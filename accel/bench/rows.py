@@ -95,7 +95,9 @@ def _schedule(spec: str, arg: str) -> Row:
 
 def transformers(pipe) -> list:
     """The pipeline's transformers: ``transformer``, and ``transformer_2`` where it has a second expert (Wan 2.2)."""
-    return [t for t in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if t is not None]
+    from ..pipelines.families import find_experts
+
+    return [m for _, m in find_experts(pipe)]
 
 
 def _peer_hook_row(spec: str, label: str, apply_fn: Callable[[object, object, object], None], names: tuple[str, ...],

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="default: the image stages")
     p.add_argument("--steps", type=int, default=None,
                    help="denoiser training steps (default: 6000 of batch 128; wan-motion: 3000 of batch 64)")
-    p.add_argument("--vae-steps", type=int, default=None, help="default: 700 (vae), 400 (video-vae)")
+    p.add_argument("--vae-steps", type=int, default=None, help="default: 700 (vae), 600 (video-vae)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     for stage in STAGES + VIDEO_STAGES:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                 train_classifier(seed=a.seed)
         elif stage == "vae":
             from .vae import cache_latents, train_vae
-            train_vae(steps=a.vae_steps or 700, seed=a.seed)
+            train_vae(steps=700 if a.vae_steps is None else a.vae_steps, seed=a.seed)
             cache_latents()
         elif stage == "clip-classifier":
             from ..components import WEIGHTS_DIR
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> None:
                 train_clip_classifier(seed=a.seed)
         elif stage == "video-vae":
             from .video import cache_video_latents, train_video_vae
-            train_video_vae(steps=a.vae_steps or 400, seed=a.seed)
+            train_video_vae(steps=600 if a.vae_steps is None else a.vae_steps, seed=a.seed)
             cache_video_latents()
         elif stage == "wan-motion":
             from .video import train_video_denoiser
-            train_video_denoiser(steps=a.steps or 3000, seed=a.seed)
+            train_video_denoiser(steps=3000 if a.steps is None else a.steps, seed=a.seed)
         else:
             from .denoiser import train_denoiser
-            train_denoiser(stage, steps=a.steps or 6000, seed=a.seed)
+            train_denoiser(stage, steps=6000 if a.steps is None else a.steps, seed=a.seed)
 
 
 if __name__ == "__main__":

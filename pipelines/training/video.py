@@ -51,7 +51,7 @@ def _random_clips(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor
     return make_clips(x[idx], motion).transpose(1, 2)  # (N, C, F, H, W), the VAE's layout
 
 
-def train_video_vae(steps: int = 400, batch: int = 16, lr: float = 1e-3, seed: int = 0, kl_weight: float = 1e-6) -> None:
+def train_video_vae(steps: int = 600, batch: int = 16, lr: float = 1e-3, seed: int = 0, kl_weight: float = 1e-6) -> None:
     """Train the Wan VAE on random training clips (L1 + MSE + a small KL term), then set its per-channel latent
     mean and std (Wan's normalisation) from 2,000 training clips; resumable; writes weights/video-vae."""
     out = WEIGHTS_DIR / VIDEO_VAE
