@@ -1,4 +1,5 @@
-"""Run under ``torchrun --nproc_per_node 2 tests/cp_run.py OUT.json [flux|wan]``: a tiny FLUX (or Wan 2.1) pipeline
+"""Run under ``torchrun --nproc_per_node 2 tests/cp_run.py OUT.json [flux|wan|wan22]``: a tiny FLUX (or Wan 2.1, or
+Wan 2.2 with its two experts) pipeline
 with and without diffusers' Ulysses context parallelism, with each accel capability; rank 0 writes what it measured
 to OUT.json.
 
@@ -21,7 +22,7 @@ torch.accelerator.device_count = lambda: 1  # the stand-in (see the module docst
 import accel  # noqa: E402
 from accel.parallel import ContextParallel, enable_context_parallel  # noqa: E402
 from tiny import tiny_flux  # noqa: E402
-from tiny_families import tiny_wan, wan_inputs  # noqa: E402
+from tiny_families import tiny_wan, tiny_wan22, wan22_inputs, wan_inputs  # noqa: E402
 
 STEPS, W = 6, 4.0
 FAMILY = sys.argv[2] if len(sys.argv) > 2 else "flux"
@@ -34,11 +35,14 @@ def inputs(cfg: bool = False) -> dict:
 def wan_call(cfg: bool) -> dict:
     """Batch 1, 5 frames of 32 x 32: 2 latent frames of 2 x 2 patches, 8 video tokens split over 2 ranks (Wan's plan
     keeps the 6 text tokens whole); CFG: Wan's second call with negative embeddings."""
+    if FAMILY == "wan22":  # the high-noise expert for the first 2 of 6 steps, the low-noise one after
+        return wan22_inputs(batch=1, steps=STEPS, guidance=W if cfg else 1.0, guidance_2=W if cfg else 1.0, seed=1000,
+                            frames=5) | {"output_type": "latent"}
     return wan_inputs(batch=1, steps=STEPS, guidance=W if cfg else 1.0, seed=1000, frames=5) | {"output_type": "latent"}
 
 
 def build(seed: int = 0):
-    return tiny_flux(seed=seed) if FAMILY == "flux" else tiny_wan(seed=seed)
+    return {"flux": tiny_flux, "wan": tiny_wan, "wan22": tiny_wan22}[FAMILY](seed=seed)
 
 
 def flux_inputs(cfg: bool = False) -> dict:
@@ -73,7 +77,8 @@ def cases(pipe) -> dict:
 def run(pipe, name: str, kw: dict, cfg: bool) -> tuple[torch.Tensor, dict | None]:
     if name != "plain":
         accel.apply(pipe, **kw)
-    out = torch.as_tensor(pipe(**inputs(cfg)).frames if FAMILY == "wan" else pipe(**inputs(cfg)).images)
+    res = pipe(**inputs(cfg))
+    out = torch.as_tensor(res.images if FAMILY == "flux" else res.frames)
     st = None
     if name != "plain":
         s = accel.stats(pipe)

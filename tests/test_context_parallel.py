@@ -16,7 +16,7 @@ from launch import free_port, run_checked
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module", params=["flux", "wan"])
+@pytest.fixture(scope="module", params=["flux", "wan", "wan22"])
 def report(request, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("cp") / "report.json"
     run_checked([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -31,7 +31,7 @@ def test_every_capability_gives_the_single_process_result(report):
     for name, c in cases.items():
         # gloo all-to-all reorders nothing; the only difference is the attention's summation order over shards
         assert c["max_abs_diff"] <= 1e-5 * max(1.0, c["scale"]), (name, c)
-        if report["family"] == "wan":  # the same arithmetic in the same order on each shard: bit for bit
+        if report["family"] != "flux":  # Wan: the same arithmetic in the same order on each shard, bit for bit
             assert c["max_abs_diff"] == 0, (name, c)
 
 
