@@ -183,3 +183,24 @@ def test_ems_and_dc_calibrate_on_schedulers_without_sigmas(sched):
     unipc = _mse(sample(fn, dc_solver(pipe.scheduler), noise, 5)[0], truth)
     _, dc = search_ratios(fn, pipe.scheduler, noise, 5, traj)
     assert dc <= unipc * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("family", ["wan", "wan22", "hunyuan-video", "hunyuan-video-15", "ltx", "cogvideox"])
+def test_video_solvers_match_the_pipelines_own_scheduler_error(family):
+    """The video families at 10 steps: dpm++ and unipc end within 2x of the pipeline's own scheduler's latent MSE
+    to a 200-step solve of that scheduler (Wan 2.2: across its switch of experts)."""
+    build, inputs = NEW[family]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+
+    def latents(steps):
+        out = pipe(**{**inputs(steps=steps), "output_type": "latent"})
+        return torch.as_tensor(out.frames if hasattr(out, "frames") else out.images).float()
+
+    truth = latents(200)
+    own = _mse(latents(10), truth)
+    for name in ("dpm++", "unipc"):
+        accel.apply(pipe, solver=name)
+        err = _mse(latents(10), truth)
+        accel.remove(pipe)
+        assert err < 2 * own, (name, err, own)
